@@ -44,17 +44,17 @@ def _version(req: Requirement) -> str:
     return next(iter(req.specifier)).version
 
 
-def check() -> list[str]:
+def check(requirements: Path = REQUIREMENTS, lockfile: Path = LOCK) -> list[str]:
     """Return every disagreement between requirements.txt, the lock and the lock's own closure."""
     problems: list[str] = []
     lock: dict[str, Requirement] = {}
-    for req in _requirements(LOCK):
+    for req in _requirements(lockfile):
         name = canonicalize_name(req.name)
         if name in lock:
             problems.append(f"requirements.lock names {req.name} twice")
         lock[name] = req
     wanted: list[tuple[str, set[str]]] = []
-    for req in _requirements(REQUIREMENTS):
+    for req in _requirements(requirements):
         name = canonicalize_name(req.name)
         if name not in lock:
             problems.append(f"{req.name}=={_version(req)} is in requirements.txt but not in requirements.lock")

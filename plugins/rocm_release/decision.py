@@ -1,0 +1,129 @@
+"""The decision: from what the sensors observed to the smallest set of builds (DESIGN.md's table).
+
+| base (both images) | wheels image | release image | builds that run                       |
+|--------------------|--------------|---------------|---------------------------------------|
+| present            | present      | present       | none — reuse_cached_images            |
+| present            | present      | absent        | build_release_image                   |
+| present            | absent       | any           | build_wheels, build_release_image     |
+| absent             | any          | any           | build_base_image, build_wheels, build_release_image |
+
+A wheels or release image counts as present only if its labels name the
+current base key and the digest of the base image now in the cache; a rebuilt
+base is a new digest, so everything on top of it is rebuilt with it.
+``force_rebuild`` makes every artifact count as absent.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from rocm_release.plan import LABEL_BASE_DIGEST, LABEL_BASE_KEY
+
+Build = Literal["build_base_image", "build_wheels", "build_release_image"]
+BUILD_ORDER: tuple[Build, ...] = ("build_base_image", "build_wheels", "build_release_image")
+
+
+class Observation(BaseModel):
+    """What one sensor found: present (with digest and labels) or absent, and why."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    present: bool
+    digest: str | None = None
+    labels: dict[str, str] = {}
+    reason: str = ""
+    # The base unit is two images; the base wheels image's digest rides along here.
+    paired_digest: str | None = None
+
+    def absent(self, reason: str) -> Observation:
+        """The same observation, demoted to absent for ``reason``."""
+        return Observation(present=False, reason=reason)
+
+
+class Decision(BaseModel):
+    """The builds to run, in order, and the observations they were decided on (after demotion)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    builds: tuple[Build, ...]
+    base: Observation
+    wheels_image: Observation
+    release_image: Observation
+    wheels_published: Observation
+    reasons: tuple[str, ...]
+
+    @property
+    def reuse(self) -> bool:
+        """True when every image exists and nothing is built."""
+        return not self.builds
+
+
+def _on_current_base(obs: Observation, what: str, base: Observation, base_key: str) -> Observation:
+    if not obs.present:
+        return obs
+    if obs.labels.get(LABEL_BASE_KEY) != base_key:
+        return obs.absent(
+            f"{what} was built on base key {obs.labels.get(LABEL_BASE_KEY)!r}, the plan's is {base_key!r}"
+        )
+    if obs.labels.get(LABEL_BASE_DIGEST) != base.digest:
+        return obs.absent(
+            f"{what} was built on base {obs.labels.get(LABEL_BASE_DIGEST)!r}, the cache now holds {base.digest!r}"
+        )
+    return obs
+
+
+def decide(
+    *,
+    base: Observation,
+    wheels_image: Observation,
+    release_image: Observation,
+    wheels_published: Observation,
+    base_key: str,
+    force_rebuild: bool,
+) -> Decision:
+    """Apply DESIGN.md's table. Pure: the same observations always give the same builds."""
+    if force_rebuild:
+        forced = "force_rebuild was requested"
+        base, wheels_image, release_image, wheels_published = (
+            o.absent(forced) for o in (base, wheels_image, release_image, wheels_published)
+        )
+    if not base.present:
+        # A new base means a new digest: nothing built on the old one may be reused.
+        wheels_image = wheels_image.absent("the base is rebuilt") if wheels_image.present else wheels_image
+        release_image = release_image.absent("the base is rebuilt") if release_image.present else release_image
+    else:
+        wheels_image = _on_current_base(wheels_image, "the wheels image", base, base_key)
+        release_image = _on_current_base(release_image, "the release image", base, base_key)
+    if not wheels_image.present and release_image.present:
+        # The release image installs the wheels image's wheels: rebuilt wheels mean a rebuilt release.
+        release_image = release_image.absent("the wheels image is rebuilt")
+    if not wheels_image.present and wheels_published.present:
+        wheels_published = wheels_published.absent("the wheels image is rebuilt")
+
+    if not base.present:
+        builds: tuple[Build, ...] = BUILD_ORDER
+    elif not wheels_image.present:
+        builds = ("build_wheels", "build_release_image")
+    elif not release_image.present:
+        builds = ("build_release_image",)
+    else:
+        builds = ()
+    reasons = tuple(
+        f"{name}: {'present' if o.present else 'absent'}{' — ' + o.reason if o.reason else ''}"
+        for name, o in (
+            ("base", base),
+            ("wheels image", wheels_image),
+            ("release image", release_image),
+            ("published wheels", wheels_published),
+        )
+    )
+    return Decision(
+        builds=builds,
+        base=base,
+        wheels_image=wheels_image,
+        release_image=release_image,
+        wheels_published=wheels_published,
+        reasons=reasons,
+    )

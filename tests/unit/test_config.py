@@ -1,0 +1,117 @@
+"""The release config: both shipped files load; every kind of mistake is named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from rocm_release.config import CONFIG_ENV, DEFAULT_CONFIG, REPO_ROOT, ConfigError, load_config, parse_config
+
+DEMO = REPO_ROOT / "include" / "config" / "demo.yaml"
+
+
+def _demo() -> dict:
+    return yaml.safe_load(DEMO.read_text())
+
+
+def _parse(data: dict) -> None:
+    parse_config(yaml.safe_dump(data), "bad.yaml")
+
+
+def test_shipped_configs_load() -> None:
+    vllm = load_config(DEFAULT_CONFIG)
+    assert vllm.project.name == "vllm"
+    assert vllm.cache_registry.kind == "ecr"
+    demo = load_config(DEMO)
+    assert demo.project.git_url == f"file://{REPO_ROOT}/.state/demo/tinyllm.git"
+    assert [v.name for v in demo.variants] == ["rocm710", "rocm723"]
+
+
+def test_env_var_names_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(CONFIG_ENV, "include/config/demo.yaml")
+    assert load_config().project.name == "tinyllm"
+    monkeypatch.delenv(CONFIG_ENV)
+    assert load_config().project.name == "vllm"
+
+
+def test_missing_file_names_the_path_and_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=rf"{tmp_path}/nope.yaml.*{CONFIG_ENV}"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_misspelt_top_level_key_is_named() -> None:
+    data = _demo()
+    data["retension"] = data.pop("retention")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*\n.*retension: unknown key"):
+        _parse(data)
+
+
+def test_unknown_variant_field_is_named() -> None:
+    data = _demo()
+    data["variants"][0]["rocm_verison"] = "7.1.0"
+    with pytest.raises(ConfigError, match=r"variants\.0\.rocm_verison: unknown key"):
+        _parse(data)
+
+
+@pytest.mark.parametrize(
+    "pattern, message",
+    [
+        ("nightly {variant}", "not a valid OCI tag"),
+        ("nightly-{varaint}", r"unknown placeholder.*varaint.*allowed"),
+        ("nightly", "must contain {variant}"),
+        ("-nightly-{variant}", "not a valid OCI tag"),
+        ("n" * 100 + "-{commit}-{variant}", "not a valid OCI tag"),
+    ],
+)
+def test_bad_tag_pattern_is_named(pattern: str, message: str) -> None:
+    data = _demo()
+    data["public_tags"] = {"nightly_commit": pattern}
+    with pytest.raises(ConfigError, match=rf"public_tags\.nightly_commit: .*{message}"):
+        _parse(data)
+
+
+def test_alias_patterns_must_be_commit_free_and_distinct() -> None:
+    data = _demo()
+    data["public_tags"] = {"nightly": "nightly-{commit}-{variant}"}
+    with pytest.raises(ConfigError, match="public_tags"):
+        _parse(data)
+
+
+@pytest.mark.parametrize(
+    "path, value, field",
+    [
+        (("variants", 0, "name"), "ROCm 7", "variants.0.name"),
+        (("variants", 0, "gpu_archs"), [], "variants.0.gpu_archs"),
+        (("variants", 0, "platform_tag"), "win_amd64", "variants.0.platform_tag"),
+        (("cache_registry", "kind"), "gcr", "cache_registry.kind"),
+        (("wheel_store", "url"), "http://example.invalid/x", "wheel_store.url"),
+        (("project", "base_inputs"), ["../secrets"], "project.base_inputs"),
+        (("project", "build_args"), {"BAD-NAME": "x"}, "project.build_args"),
+        (("build", "network"), "bridge0", "build.network"),
+    ],
+)
+def test_bad_value_names_field_and_value(path: tuple, value: object, field: str) -> None:
+    data = _demo()
+    node = data
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+    with pytest.raises(ConfigError) as err:
+        _parse(data)
+    assert field in str(err.value)
+    assert "bad.yaml" in str(err.value)
+
+
+def test_duplicate_variant_names_rejected() -> None:
+    data = _demo()
+    data["variants"].append(dict(data["variants"][0]))
+    with pytest.raises(ConfigError, match="unique.*rocm710"):
+        _parse(data)
+
+
+def test_not_a_mapping_and_not_yaml() -> None:
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        parse_config("- a\n- b\n", "list.yaml")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        parse_config("a: [\n", "broken.yaml")
