@@ -1,0 +1,112 @@
+"""
+### rocm_nightly_release — the nightly ROCm release (images + wheels)
+
+**What it does.** `resolve_release` picks the commit (scheduled runs and
+backfills: the branch tip as of the run's data interval end; manual runs: the
+`commit` Param or the tip now) and freezes every name into a `ReleasePlan`
+(XCom). Per variant, four sensors observe what already exists, `choose_path`
+picks the smallest set of builds (DESIGN.md's table), the builds push by
+digest, then `push_images`, `publish_wheels` and `promote_nightly` publish.
+`release_summary` prints the report with install commands.
+
+**Healthy looks like:** a no-op night (same commit as yesterday) finishes in
+minutes with every variant on `reuse_cached_images` and no build task run; a
+night with a new commit runs `build_wheels` and `build_release_image` only.
+A `build_base_image` run means the base key changed (Dockerfile, inputs,
+parent image, args): look at `choose_path`'s log, which says why.
+
+**Where to look when it fails.**
+- A `check_*` sensor failed at once: a fatal registry/store error (401/403,
+  malformed answer). The log names the registry, repository and connection.
+  Fix the connection; nothing was rebuilt or published.
+- A `check_*` sensor timed out: the registry/store was down the whole time.
+  Clear the task once it is back; an outage is never treated as "absent".
+- A build failed: nothing after it publishes. Clear the build task: builds are
+  idempotent and reuse what was pushed.
+- `publish_wheels` failed: clear it; it converges (skips files already there,
+  writes the index last).
+
+**Re-running safely.** Clearing any task is safe. A manual run of an older
+commit publishes its per-commit artifacts and never moves `nightly`
+backwards; `dry_run` observes and plans only. Backfills never promote.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import DAG, TaskGroup, TriggerRule
+from rocm_release.airflow_params import release_params
+from rocm_release.config import load_config
+from rocm_release.operators import (
+    BuildImageOperator,
+    ChoosePathOperator,
+    PromoteNightlyOperator,
+    PublishWheelsOperator,
+    PushImagesOperator,
+    ReleaseSummaryOperator,
+    ResolveReleaseOperator,
+    ReuseCachedImagesOperator,
+)
+from rocm_release.sensors import ArtifactSensor
+
+CONFIG = load_config()
+
+SENSING = {
+    "poke_interval": CONFIG.sensors.poke_interval,
+    "max_wait": timedelta(seconds=CONFIG.sensors.max_wait),
+    "timeout": CONFIG.sensors.timeout,
+}
+AFTER_BRANCH = TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
+IO_RETRIES = {
+    "retries": 3,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=10),
+}
+
+with DAG(
+    dag_id="rocm_nightly_release",
+    description="Build and publish the nightly ROCm images and wheels",
+    doc_md=__doc__,
+    schedule=CONFIG.schedule,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    params=release_params(CONFIG),
+    default_args={"owner": "release-engineering", "retries": 0},
+    tags=["release", "rocm", "nightly"],
+) as dag:
+    resolve = ResolveReleaseOperator(task_id="resolve_release", **IO_RETRIES)
+    # The summary reports every variant, also one that failed (it then says so and publishes no report).
+    summary = ReleaseSummaryOperator(task_id="release_summary", trigger_rule=TriggerRule.ALL_DONE, **IO_RETRIES)
+
+    for variant in CONFIG.variants:
+        with TaskGroup(group_id=variant.name, tooltip=f"ROCm {variant.rocm_version}, Python {variant.python_version}"):
+            sensors = [
+                ArtifactSensor(task_id=f"check_{artifact}", artifact=artifact, variant=variant.name, **SENSING)
+                for artifact in ("base_image", "wheels_image", "release_image", "wheels_published")
+            ]
+            choose = ChoosePathOperator(task_id="choose_path", variant=variant.name, retries=0)
+            build_base = BuildImageOperator(task_id="build_base_image", stage="base", variant=variant.name,
+                                            config=CONFIG)
+            # A build the branch skipped never blocks the next one; a failed one stops it.
+            build_wheels = BuildImageOperator(task_id="build_wheels", stage="wheels", variant=variant.name,
+                                              config=CONFIG, trigger_rule=AFTER_BRANCH)
+            build_release = BuildImageOperator(task_id="build_release_image", stage="release",
+                                               variant=variant.name, config=CONFIG, trigger_rule=AFTER_BRANCH)
+            reuse = ReuseCachedImagesOperator(task_id="reuse_cached_images", variant=variant.name, retries=0)
+            # Publishing runs after whichever path ran; never after a failed build (upstream_failed).
+            push = PushImagesOperator(task_id="push_images", variant=variant.name, trigger_rule=AFTER_BRANCH,
+                                      **IO_RETRIES)
+            publish = PublishWheelsOperator(task_id="publish_wheels", variant=variant.name,
+                                            trigger_rule=AFTER_BRANCH, **IO_RETRIES)
+            promote = PromoteNightlyOperator(task_id="promote_nightly", variant=variant.name, **IO_RETRIES)
+
+            resolve >> sensors >> choose
+            choose >> [build_base, build_wheels, build_release, reuse]
+            build_base >> build_wheels >> build_release
+            [build_release, reuse] >> push
+            [build_wheels, build_release, reuse] >> publish
+            [push, publish] >> promote >> summary

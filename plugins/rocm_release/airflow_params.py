@@ -1,0 +1,44 @@
+"""The DAG's Params: a JSON-schema form in the trigger UI, validated again by ``parse_params``."""
+
+from __future__ import annotations
+
+from airflow.sdk import Param
+
+from rocm_release.config import ReleaseConfig
+from rocm_release.plan import COMMITISH_RE
+
+
+def release_params(config: ReleaseConfig) -> dict[str, Param]:
+    """Params for manual triggers; the defaults are what a scheduled run uses."""
+    names = [v.name for v in config.variants]
+    return {
+        "commit": Param(
+            None,
+            type=["null", "string"],
+            pattern=COMMITISH_RE.pattern,
+            title="Commit",
+            description="A commit SHA or a branch/tag name. Empty: the branch tip now (manual runs).",
+        ),
+        "variants": Param(
+            names,
+            type="array",
+            items={"type": "string", "enum": names},
+            minItems=1,
+            uniqueItems=True,
+            title="Variants",
+            description=f"Which variants to release. Configured: {', '.join(names)}.",
+        ),
+        "force_rebuild": Param(
+            False, type="boolean", title="Force rebuild",
+            description="Treat every cached artifact as absent: rebuild base, wheels and release image.",
+        ),
+        "promote": Param(
+            False, type="boolean", title="Promote to nightly",
+            description="Manual runs only: move the nightly aliases (only ever forwards). "
+            "Scheduled runs always promote; backfills never do.",
+        ),
+        "dry_run": Param(
+            False, type="boolean", title="Dry run",
+            description="Observe and plan only: print the plan and every command; build, push and upload nothing.",
+        ),
+    }

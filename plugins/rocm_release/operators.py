@@ -1,0 +1,294 @@
+"""The operators the DAG wires: thin Airflow adapters around the plain-Python core.
+
+Heavy clients (git, registries, docker) are imported inside ``execute`` so
+that parsing the DAG stays fast and needs no network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from airflow.providers.standard.operators.branch import BaseBranchOperator
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from rocm_release.config import ReleaseConfig, load_config
+from rocm_release.decision import Decision, Observation, decide
+from rocm_release.plan import ParamsError, ReleaseParams, ReleasePlan, RunKind, make_plan, parse_params
+from rocm_release.sensors import plan_from_xcom
+
+CACHE_ENV = "ROCM_NIGHTLY_CACHE_DIR"
+SENSOR_TASKS = {
+    "base": "check_base_image",
+    "wheels_image": "check_wheels_image",
+    "release_image": "check_release_image",
+    "wheels_published": "check_wheels_published",
+}
+
+
+def cache_dir() -> Path:
+    """This host's cache folder (git mirrors): ``$ROCM_NIGHTLY_CACHE_DIR`` or ``~/.cache/rocm-nightly``."""
+    named = os.environ.get(CACHE_ENV)
+    return Path(named) if named else Path.home() / ".cache" / "rocm-nightly"
+
+
+def run_kind(run_type: object) -> RunKind:
+    """Airflow's run type → ours: scheduled, backfill, or manual (every other trigger)."""
+    value = str(getattr(run_type, "value", run_type))
+    if value == "scheduled":
+        return "scheduled"
+    if value == "backfill":
+        return "backfill"
+    return "manual"
+
+
+def release_time(kind: RunKind, context: Mapping[str, Any]) -> datetime:
+    """The moment whose branch tip is released: data interval end (scheduled/backfill), or run_after."""
+    dag_run = context["dag_run"]
+    if kind != "manual":
+        for key in ("data_interval_end", "logical_date"):
+            value = context.get(key)
+            if value is not None:
+                return datetime.fromisoformat(str(value)) if not isinstance(value, datetime) else value
+    # A manual run may have no logical date (AIRFLOW3.md §6): run_after always exists.
+    value = dag_run.run_after
+    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+
+
+def validated_params(context: Mapping[str, Any], config: ReleaseConfig, kind: RunKind) -> ReleaseParams:
+    """The run's Params, validated; unknown keys in the trigger's conf are errors too."""
+    conf = dict(getattr(context["dag_run"], "conf", None) or {})
+    merged = {**dict(context.get("params") or {}), **conf}
+    params = parse_params(merged, config)
+    if kind == "backfill" and params.commit:
+        raise ParamsError(
+            "param 'commit': a backfill releases the branch tip as of each date; "
+            "name a commit in a manual run instead"
+        )
+    return params
+
+
+class ResolveReleaseOperator(BaseOperator):
+    """Turn Params + config + the run's dates into a frozen ReleasePlan (the task's XCom)."""
+
+    ui_color = "#fdebd0"
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        """Validate everything before any side effect, then resolve the commit and the parents."""
+        from rocm_release.registry.factory import registry_for_reference
+        from rocm_release.source import GitMirror
+
+        config = load_config()
+        kind = run_kind(context["dag_run"].run_type)
+        try:
+            params = validated_params(context, config, kind)
+        except ParamsError as exc:
+            raise AirflowFailException(str(exc)) from exc
+        as_of = release_time(kind, context)
+        mirror = GitMirror(config.project.git_url, cache_dir() / "git")
+        mirror.fetch()
+        if params.commit:
+            commit = mirror.resolve(params.commit)
+        else:
+            commit = mirror.tip_as_of(config.project.branch, as_of)
+        files = {path: mirror.read_file(commit, path) for path in config.project.base_inputs}
+        dockerfile = mirror.read_file(commit, config.project.base_dockerfile)
+        parents: dict[str, str] = {}
+        known = [config.cache_registry, config.public_registry]
+        for variant in config.variants:
+            ref = variant.parent_image or config.project.parent_image
+            if ref in parents:
+                continue
+            registry, repo, tag, digest = registry_for_reference(ref, known)
+            if digest is None:
+                found = registry.lookup(repo, tag or "latest")
+                if not found.present:
+                    raise AirflowFailException(f"parent image {ref} does not exist: {found.reason}")
+                digest = found.digest
+            # "host/repo:tag@sha256:…": docker pulls by the digest; the tag stays for people.
+            parents[ref] = ref if "@" in ref else f"{ref}@{digest}"
+        plan = make_plan(
+            config,
+            commit=commit,
+            run_kind=kind,
+            as_of=as_of,
+            params=params,
+            base_dockerfile=dockerfile,
+            base_inputs=files,
+            parent_images=parents,
+            commit_time=mirror.commit_time(commit),
+        )
+        self.log.info("Release plan (%s run, as of %s): commit %s", kind, as_of.isoformat(), commit)
+        for v in plan.variants:
+            self.log.info("  %s: base key %s, parent %s", v.name, v.base_key, v.parent_image)
+        if plan.dry_run:
+            self.log.info("DRY RUN: the plan follows; nothing will be built, pushed or uploaded.\n%s",
+                          plan.model_dump_json(indent=2))
+        return plan.model_dump(mode="json")
+
+
+def observations(context: Any, variant: str) -> dict[str, Observation]:
+    """The four sensors' XComs of one variant."""
+    ti = context["ti"]
+    found = {}
+    for name, task in SENSOR_TASKS.items():
+        raw = ti.xcom_pull(task_ids=f"{variant}.{task}")
+        if raw is None:
+            raise AirflowFailException(f"sensor {variant}.{task} left no observation")
+        found[name] = Observation.model_validate(raw)
+    return found
+
+
+class ChoosePathOperator(BaseBranchOperator):
+    """Pick the smallest set of builds from what the sensors saw (DESIGN.md's table)."""
+
+    ui_color = "#e8daef"
+
+    def __init__(self, *, variant: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.variant = variant
+
+    def choose_branch(self, context: Any) -> Iterable[str]:
+        """Decide, log why, hand the decision on through XCom, and return the tasks to run."""
+        plan = plan_from_xcom(context)
+        v = plan.variant(self.variant)
+        seen = observations(context, self.variant)
+        decision = decide(
+            base=seen["base"],
+            wheels_image=seen["wheels_image"],
+            release_image=seen["release_image"],
+            wheels_published=seen["wheels_published"],
+            base_key=v.base_key,
+            force_rebuild=plan.force_rebuild,
+        )
+        context["ti"].xcom_push(key="decision", value=decision.model_dump(mode="json"))
+        for reason in decision.reasons:
+            self.log.info("%s — %s", self.variant, reason)
+        self.log.info("%s: builds to run: %s", self.variant, ", ".join(decision.builds) or "none (reuse)")
+        if plan.dry_run:
+            self.log.info("DRY RUN: %s would run %s; nothing runs.", self.variant,
+                          list(decision.builds) or ["reuse_cached_images"])
+            return []
+        chosen = decision.builds or ("reuse_cached_images",)
+        return [f"{self.variant}.{task}" for task in chosen]
+
+
+def decision_from_xcom(context: Any, variant: str) -> Decision:
+    """The decision ``choose_path`` made for a variant."""
+    raw = context["ti"].xcom_pull(task_ids=f"{variant}.choose_path", key="decision")
+    if raw is None:
+        raise AirflowFailException(f"{variant}.choose_path left no decision")
+    return Decision.model_validate(raw)
+
+
+class ReuseCachedImagesOperator(BaseOperator):
+    """Every image exists: hand the cached digests on, pinned, to the publishing tasks."""
+
+    ui_color = "#d5f5e3"
+
+    def __init__(self, *, variant: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.variant = variant
+
+    def execute(self, context: Any) -> dict[str, str]:
+        """The four digests of the variant, as observed."""
+        plan = plan_from_xcom(context)
+        decision = decision_from_xcom(context, self.variant)
+        digests = {
+            "base": decision.base.digest,
+            "base_wheels": decision.base.paired_digest,
+            "wheels": decision.wheels_image.digest,
+            "release": decision.release_image.digest,
+        }
+        missing = sorted(k for k, d in digests.items() if not d)
+        if missing:
+            raise AirflowFailException(f"reuse chosen but no digest observed for {missing}")
+        refs = {k: plan.cache_ref(str(d)) for k, d in digests.items()}
+        for kind, ref in refs.items():
+            self.log.info("%s %s: reusing %s", self.variant, kind, ref)
+        return refs
+
+
+class _VariantTask(BaseOperator):
+    """A per-variant task whose implementation has not landed yet: it fails loudly, never silently."""
+
+    issue = ""
+
+    def __init__(self, *, variant: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.variant = variant
+
+    def execute(self, context: Any) -> Any:
+        """Refuse to pretend: say what is missing."""
+        plan = plan_from_xcom(context)
+        if plan.dry_run:
+            raise AirflowSkipException("dry run")
+        raise AirflowFailException(f"{self.task_id} is not implemented yet ({self.issue})")
+
+
+class BuildImageOperator(_VariantTask):
+    """Build one stage on the ROCm pool and push it by digest (lands with the build issue)."""
+
+    issue = "issue 4: BuildKit builds"
+
+    def __init__(self, *, stage: str, config: ReleaseConfig, **kwargs: Any) -> None:
+        kwargs.setdefault("queue", config.build.queue)
+        kwargs.setdefault("pool", config.build.pool)
+        super().__init__(**kwargs)
+        self.stage = stage
+
+
+class PushImagesOperator(_VariantTask):
+    """Tag in the cache registry and copy to the public registry (lands with the publish issue)."""
+
+    issue = "issue 5: push_images"
+
+
+class PublishWheelsOperator(_VariantTask):
+    """Publish wheels behind a PEP 503 index (lands with the publish issue)."""
+
+    issue = "issue 5: publish_wheels"
+
+
+class PromoteNightlyOperator(_VariantTask):
+    """Move the nightly aliases forwards (lands with the publish issue)."""
+
+    issue = "issue 5: promote_nightly"
+
+
+class ReleaseSummaryOperator(BaseOperator):
+    """One report per run: per variant the path taken and why (the full report lands with issue 5)."""
+
+    ui_color = "#fcf3cf"
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        """Print what each variant decided."""
+        plan: ReleasePlan = plan_from_xcom(context)
+        report: dict[str, Any] = {"commit": plan.commit, "run_kind": plan.run_kind, "dry_run": plan.dry_run,
+                                  "generated": datetime.now(UTC).isoformat(), "variants": {}}
+        for v in plan.variants:
+            raw = context["ti"].xcom_pull(task_ids=f"{v.name}.choose_path", key="decision")
+            decision = Decision.model_validate(raw) if raw else None
+            report["variants"][v.name] = {
+                "builds": list(decision.builds) if decision else None,
+                "reasons": list(decision.reasons) if decision else ["no decision (an earlier task failed)"],
+            }
+        self.log.info("Release summary:\n%s", json.dumps(report, indent=2))
+        return report
+
+
+__all__ = [
+    "BuildImageOperator",
+    "ChoosePathOperator",
+    "PromoteNightlyOperator",
+    "PublishWheelsOperator",
+    "PushImagesOperator",
+    "ReleaseSummaryOperator",
+    "ResolveReleaseOperator",
+    "ReuseCachedImagesOperator",
+]
