@@ -91,7 +91,7 @@ class ResolveReleaseOperator(BaseOperator):
             raise AirflowFailException(str(exc)) from exc
         as_of = release_time(kind, context)
         mirror = GitMirror(config.project.git_url, cache_dir() / "git")
-        mirror.fetch()
+        mirror.update()
         if params.commit:
             commit = mirror.resolve(params.commit)
         else:
