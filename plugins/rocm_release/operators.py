@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -231,16 +232,108 @@ class _VariantTask(BaseOperator):
         raise AirflowFailException(f"{self.task_id} is not implemented yet ({self.issue})")
 
 
-class BuildImageOperator(_VariantTask):
-    """Build one stage on the ROCm pool and push it by digest (lands with the build issue)."""
+class BuildImageOperator(BaseOperator):
+    """Build one stage on the ROCm pool (its ``queue`` and ``pool``) and push it by digest."""
 
-    issue = "issue 4: BuildKit builds"
+    ui_color = "#fadbd8"
 
-    def __init__(self, *, stage: str, config: ReleaseConfig, **kwargs: Any) -> None:
+    def __init__(self, *, stage: str, variant: str, config: ReleaseConfig, **kwargs: Any) -> None:
         kwargs.setdefault("queue", config.build.queue)
         kwargs.setdefault("pool", config.build.pool)
+        kwargs.setdefault("retries", 0)
+        kwargs.setdefault("execution_timeout", timedelta(minutes=config.build.timeout_minutes))
         super().__init__(**kwargs)
         self.stage = stage
+        self.variant = variant
+
+    def execute(self, context: Any) -> dict[str, str]:
+        """Export the source at the commit, build, push; return kind → ``repo@sha256:…``."""
+        import tempfile
+
+        from rocm_release.build import StageInputs, build_stage, docker_session
+        from rocm_release.registry.factory import registry_for
+        from rocm_release.source import GitMirror
+
+        plan = plan_from_xcom(context)
+        v = plan.variant(self.variant)
+        config = load_config()
+        registry = registry_for(config.cache_registry)
+        logins = [registry.login_credentials()] if _needs_login(config) else []
+        with tempfile.TemporaryDirectory(prefix="rocm-nightly-build-") as tmp, \
+                _secret_files(config.build.secrets, Path(tmp) / "secrets") as secrets, \
+                docker_session(_docker_host(config), logins) as env:
+            source = Path(tmp) / "src"
+            mirror = GitMirror(plan.git_url, cache_dir() / "git")
+            mirror.update()
+            mirror.export(plan.commit, source)
+            inputs = StageInputs(
+                context=source,
+                base_dockerfile=config.project.base_dockerfile,
+                dockerfile=config.project.dockerfile,
+                targets=config.project.targets.model_dump(),
+                network=config.build.network,
+                run_id=str(context["run_id"]),
+                secrets=secrets,
+                base_digest=None if self.stage == "base" else current_refs(context, self.variant)["base"].split("@")[1],
+            )
+            return build_stage(plan=plan, v=v, stage=self.stage, inputs=inputs, registry=registry, env=env,
+                               log=self.log.info)
+
+
+def _needs_login(config: ReleaseConfig) -> bool:
+    return config.cache_registry.kind == "ecr" or config.cache_registry.connection_id is not None
+
+
+def _docker_host(config: ReleaseConfig) -> str | None:
+    """The daemon: the docker connection's host when configured, else ``$DOCKER_HOST`` (or docker's default)."""
+    if not config.build.docker_conn_id:
+        return os.environ.get("DOCKER_HOST")
+    from airflow.sdk import BaseHook
+
+    return str(BaseHook.get_connection(config.build.docker_conn_id).host)
+
+
+@contextmanager
+def _secret_files(secret_ids: Iterable[str], folder: Path) -> Iterator[dict[str, Path]]:
+    """Each build secret's value (the password of the Airflow connection of the same id) in a 0600 file,
+    removed when the build ends. Values never reach build args, labels, logs or image history."""
+    from airflow.sdk import BaseHook
+
+    files: dict[str, Path] = {}
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        for secret_id in secret_ids:
+            path = folder / secret_id
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(BaseHook.get_connection(secret_id).password or "")
+            files[secret_id] = path
+        yield files
+    finally:
+        for path in files.values():
+            path.unlink(missing_ok=True)
+
+
+def current_refs(context: Any, variant: str) -> dict[str, str]:
+    """The pinned refs of a variant's four images: what this run built, else what the sensors saw."""
+    plan = plan_from_xcom(context)
+    decision = decision_from_xcom(context, variant)
+    ti = context["ti"]
+    refs: dict[str, str] = {}
+    observed = {
+        "base": decision.base.digest,
+        "base_wheels": decision.base.paired_digest,
+        "wheels": decision.wheels_image.digest,
+        "release": decision.release_image.digest,
+    }
+    for kind, digest in observed.items():
+        if digest:
+            refs[kind] = plan.cache_ref(digest)
+    for task in ("build_base_image", "build_wheels", "build_release_image", "reuse_cached_images"):
+        built = ti.xcom_pull(task_ids=f"{variant}.{task}")
+        if built:
+            refs.update(built)
+    return refs
 
 
 class PushImagesOperator(_VariantTask):
