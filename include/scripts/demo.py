@@ -64,7 +64,8 @@ def main() -> int:
         "\nTo open the same DAG in the web UI with the demo config:\n"
         + "".join(f"  export {k}={env[k]}\n" for k in (
             "AIRFLOW_HOME", "AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__CORE__PLUGINS_FOLDER",
-            "AIRFLOW__CORE__LOAD_EXAMPLES", "ROCM_NIGHTLY_CONFIG", "ROCM_NIGHTLY_CACHE_DIR", "AIRFLOW__API__HOST", "DOCKER_HOST"))
+            "AIRFLOW__CORE__LOAD_EXAMPLES", "ROCM_NIGHTLY_CONFIG", "ROCM_NIGHTLY_CACHE_DIR",
+            "AIRFLOW__API__HOST", "DOCKER_HOST"))
         + f"  {VENV_BIN / 'airflow'} standalone   # then http://127.0.0.1:8080, admin password in "
         + f"{AIRFLOW_HOME}/simple_auth_manager_passwords.json.generated\n"
     )
