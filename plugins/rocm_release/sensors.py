@@ -55,7 +55,7 @@ class ArtifactSensor(BaseSensorOperator):
         """One observation: PokeReturnValue on an answer, False on an outage, fail on a fatal error."""
         from rocm_release import observe
         from rocm_release.config import load_config
-        from rocm_release.registry.factory import registry_for
+        from rocm_release.registry.factory import blob_registry_for, registry_for
         from rocm_release.wheels.store import observe_published, store_root
 
         plan = plan_from_xcom(context)
@@ -67,14 +67,13 @@ class ArtifactSensor(BaseSensorOperator):
             if self.artifact == "wheels_published":
                 folder = store_root(v.wheels_url, config.wheel_store.connection_id)
                 found = observe_published(folder, v.wheels_url)
+            elif self.artifact == "wheels_image":
+                # Verifying SHA256SUMS reads the /dist layers: a client that streams blobs.
+                found = observe.observe_wheels_image(blob_registry_for(config.cache_registry), plan, v)
+            elif self.artifact == "base_image":
+                found = observe.observe_base(registry_for(config.cache_registry), plan, v)
             else:
-                registry = registry_for(config.cache_registry)
-                if self.artifact == "base_image":
-                    found = observe.observe_base(registry, plan, v)
-                elif self.artifact == "wheels_image":
-                    found = observe.observe_wheels_image(registry, plan, v)  # type: ignore[arg-type]
-                else:
-                    found = observe.observe_release_image(registry, plan, v)
+                found = observe.observe_release_image(registry_for(config.cache_registry), plan, v)
         except (TransientRegistryError, TransientStoreError) as exc:
             self.log.warning("No answer yet about %s of %s (poking again): %s", self.artifact, v.name, exc)
             return False

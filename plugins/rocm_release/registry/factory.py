@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from typing import TYPE_CHECKING
 
 from rocm_release.config import Registry
 from rocm_release.registry.base import ImageRegistry
+
+if TYPE_CHECKING:
+    from rocm_release.registry.oci import OciRegistry
 
 DOCKER_HUB = "registry-1.docker.io"
 _REF_RE = re.compile(
@@ -70,3 +74,16 @@ def registry_for_reference(ref: str, known: list[Registry]) -> tuple[ImageRegist
     from rocm_release.registry.oci import OciRegistry
 
     return OciRegistry(host, scheme="http" if is_loopback(host) else "https"), repo, tag, digest
+
+
+def blob_registry_for(reg: Registry) -> OciRegistry:
+    """A client that can also stream blobs: ECR through its Registry v2 API with an ECR login token."""
+    from rocm_release.registry.oci import OciRegistry, from_login
+
+    if reg.kind == "ecr":
+        from rocm_release.registry.ecr import EcrRegistry
+
+        return from_login(EcrRegistry.from_config(reg).login_credentials(), scheme="https")
+    client = registry_for(reg)
+    assert isinstance(client, OciRegistry)
+    return client
