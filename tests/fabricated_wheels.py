@@ -1,0 +1,76 @@
+"""Real wheels made in tests with ``wheel.wheelfile.WheelFile`` (RECORD written by it), deterministic bytes."""
+
+from __future__ import annotations
+
+import calendar
+import os
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from packaging.utils import canonicalize_name
+
+# Every entry gets this zip timestamp, so a wheel made twice from the same arguments is the same bytes.
+FIXED_TIME = (2026, 11, 1, 12, 0, 0)
+
+
+def make_wheel(
+    folder: Path,
+    name: str,
+    version: str,
+    *,
+    tag: str = "py3-none-any",
+    requires_python: str | None = ">=3.9",
+    requires: Sequence[str] = (),
+    modules: Mapping[str, bytes] | None = None,
+    wheel_tags: Sequence[str] | None = None,
+    date_time: tuple[int, int, int, int, int, int] = FIXED_TIME,
+    compress_type: int = zipfile.ZIP_DEFLATED,
+) -> Path:
+    """Write ``<name>-<version>-<tag>.whl`` into ``folder``; ``wheel_tags`` overrides WHEEL's Tag lines.
+
+    ``modules`` maps archive paths to bytes; by default one ``<module>/__init__.py`` that records
+    the version, plus a fake ``_native.so`` when the tag is not ``any`` (a "binary" wheel).
+    """
+    from wheel.wheelfile import WheelFile
+
+    module = canonicalize_name(name).replace("-", "_")
+    dist = f"{module}-{version}"
+    if modules is None:
+        modules = {f"{module}/__init__.py": f"VERSION = {version!r}\n".encode()}
+        if not tag.endswith("-any"):
+            modules = {**modules, f"{module}/_native.so": b"\x7fELF" + bytes(range(256)) * 8}
+    metadata = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
+    if requires_python:
+        metadata.append(f"Requires-Python: {requires_python}")
+    metadata += [f"Requires-Dist: {r}" for r in requires]
+    python, abi, platforms = tag.split("-")
+    tags = wheel_tags if wheel_tags is not None else [
+        f"{i}-{a}-{p}" for i in python.split(".") for a in abi.split(".") for p in platforms.split(".")
+    ]
+    purelib = str(tag.endswith("-any")).lower()
+    wheel_file = ["Wheel-Version: 1.0", "Generator: rocm-nightly-tests", f"Root-Is-Purelib: {purelib}"]
+    wheel_file += [f"Tag: {t}" for t in tags]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{module}-{version}-{tag}.whl"
+    entries = {
+        **modules,
+        f"{dist}.dist-info/METADATA": ("\n".join(metadata) + "\n").encode(),
+        f"{dist}.dist-info/WHEEL": ("\n".join(wheel_file) + "\n").encode(),
+    }
+    # WheelFile writes RECORD on close, stamped with SOURCE_DATE_EPOCH (else the wall clock).
+    saved = os.environ.get("SOURCE_DATE_EPOCH")
+    os.environ["SOURCE_DATE_EPOCH"] = str(calendar.timegm((*date_time, 0, 0, 0)))
+    try:
+        with WheelFile(path, "w") as archive:
+            for arcname, data in entries.items():
+                info = zipfile.ZipInfo(arcname, date_time=date_time)
+                info.compress_type = compress_type
+                info.external_attr = 0o644 << 16
+                archive.writestr(info, data)
+    finally:
+        if saved is None:
+            del os.environ["SOURCE_DATE_EPOCH"]
+        else:
+            os.environ["SOURCE_DATE_EPOCH"] = saved
+    return path
