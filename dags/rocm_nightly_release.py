@@ -37,6 +37,7 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import DAG, TaskGroup, TriggerRule
+
 from rocm_release.airflow_params import release_params
 from rocm_release.config import load_config
 from rocm_release.operators import (

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from rocm_release.config import REPO_ROOT, load_config
 from rocm_release.source import GitMirror
 

@@ -43,6 +43,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+
 from rocm_release.registry.base import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from rocm_release.config import CONFIG_ENV, DEFAULT_CONFIG, REPO_ROOT, ConfigError, load_config, parse_config
 
 DEMO = REPO_ROOT / "include" / "config" / "demo.yaml"

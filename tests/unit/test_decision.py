@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+
 from rocm_release.decision import BUILD_ORDER, Observation, decide
 from rocm_release.plan import LABEL_BASE_DIGEST, LABEL_BASE_KEY
 

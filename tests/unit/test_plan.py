@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from rocm_release.config import REPO_ROOT, TAG_RE, Variant, load_config
 from rocm_release.plan import (
     ParamsError,

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+
 from rocm_release.registry.base import OCI_MANIFEST, FatalRegistryError, TransientRegistryError
 from rocm_release.registry.ecr import EcrRegistry, classify_exception
 

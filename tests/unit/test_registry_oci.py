@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import httpx
 import pytest
+
 from rocm_release.registry.base import (
     DOCKER_MANIFEST_LIST,
     OCI_INDEX,

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+
 from rocm_release.config import REPO_ROOT, load_config
 from rocm_release.plan import base_key
 from rocm_release.source import GitMirror, SourceError, mirror_dir_name, redact
