@@ -37,6 +37,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
+
 from rocm_release.wheels.index import parse_project_page
 from rocm_release.wheels.publish import (
     NotPublished,
@@ -48,7 +49,6 @@ from rocm_release.wheels.publish import (
 )
 from rocm_release.wheels.retag import WheelMetadataError, retag_platform
 from rocm_release.wheels.store import StorePath, TransientStoreError, observe_published, store_root
-
 from tests.fabricated_wheels import make_wheel
 
 pytestmark = pytest.mark.integration
