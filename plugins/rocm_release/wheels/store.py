@@ -49,15 +49,38 @@ def store_root(url: str, conn_id: str | None = None) -> StorePath:
     return path
 
 
+FATAL_CODES = frozenset({
+    "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
+    "AllAccessDisabled", "AccountProblem", "NoSuchBucket",
+})
+
+
+def _error_code(exc: BaseException) -> tuple[str | None, int | None]:
+    """The AWS error code and HTTP status in ``exc`` or the exceptions it was raised from."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        response = getattr(seen, "response", None)
+        if isinstance(response, dict):
+            error = response.get("Error") or {}
+            meta = response.get("ResponseMetadata") or {}
+            return error.get("Code"), meta.get("HTTPStatusCode")
+        seen = seen.__cause__ or seen.__context__
+    return None, None
+
+
 def classify(exc: BaseException, where: str) -> StoreError:
-    """Map a filesystem/S3 exception to transient or fatal (missing files are handled by the caller)."""
+    """Map a filesystem/S3 exception to transient or fatal (missing files are handled by the caller).
+
+    Fatal: access refused (PermissionError, which s3fs raises for 403) and the
+    AWS error codes that asking again cannot fix. Everything else — refused
+    connections, timeouts, throttling, 5xx — is transient.
+    """
     if isinstance(exc, PermissionError):
         return FatalStoreError(f"{where}: access denied ({exc})")
-    text = f"{type(exc).__name__}: {exc}"
-    fatal_codes = ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "403")
-    if any(code in text for code in fatal_codes):
-        return FatalStoreError(f"{where}: credentials refused ({text})")
-    return TransientStoreError(f"{where}: {text}")
+    code, status = _error_code(exc)
+    if code in FATAL_CODES or status in (401, 403):
+        return FatalStoreError(f"{where}: refused ({code or status}: {exc})")
+    return TransientStoreError(f"{where}: {type(exc).__name__}: {exc}")
 
 
 def read_text_or_none(path: StorePath, where: str) -> str | None:
