@@ -38,7 +38,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import DAG, TaskGroup, TriggerRule
 
-from rocm_release.airflow_params import release_params
+from rocm_release.airflow_params import release_params, variant_assets
 from rocm_release.config import load_config
 from rocm_release.operators import (
     BuildImageOperator,
@@ -99,10 +99,11 @@ with DAG(
                                                variant=variant.name, config=CONFIG, trigger_rule=AFTER_BRANCH)
             reuse = ReuseCachedImagesOperator(task_id="reuse_cached_images", variant=variant.name, retries=0)
             # Publishing runs after whichever path ran; never after a failed build (upstream_failed).
+            assets = variant_assets(variant.name)
             push = PushImagesOperator(task_id="push_images", variant=variant.name, trigger_rule=AFTER_BRANCH,
-                                      **IO_RETRIES)
+                                      outlets=[assets["images"]], **IO_RETRIES)
             publish = PublishWheelsOperator(task_id="publish_wheels", variant=variant.name,
-                                            trigger_rule=AFTER_BRANCH, **IO_RETRIES)
+                                            trigger_rule=AFTER_BRANCH, outlets=[assets["wheels"]], **IO_RETRIES)
             promote = PromoteNightlyOperator(task_id="promote_nightly", variant=variant.name, **IO_RETRIES)
 
             resolve >> sensors >> choose

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from airflow.sdk import Param
+from airflow.sdk import Asset, Param
 
 from rocm_release.config import ReleaseConfig
 from rocm_release.plan import COMMITISH_RE
@@ -41,4 +41,18 @@ def release_params(config: ReleaseConfig) -> dict[str, Param]:
             False, type="boolean", title="Dry run",
             description="Observe and plan only: print the plan and every command; build, push and upload nothing.",
         ),
+    }
+
+
+def variant_assets(variant: str) -> dict[str, Asset]:
+    """The Assets a variant's publication updates: its public images and its wheel index.
+
+    Downstream DAGs schedule on them (``schedule=[asset]``); each event's extra
+    names the commit, the public image references or the index URL. They are
+    named, without a URI scheme: an ``s3://``/``file://`` URI makes Airflow load
+    every provider's URI handler (boto3 among them) while parsing the DAG.
+    """
+    return {
+        "images": Asset(name=f"rocm_nightly.{variant}.images"),
+        "wheels": Asset(name=f"rocm_nightly.{variant}.wheels"),
     }

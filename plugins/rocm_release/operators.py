@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -20,7 +21,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from rocm_release.config import ReleaseConfig, load_config
 from rocm_release.decision import Decision, Observation, decide
-from rocm_release.plan import ParamsError, ReleaseParams, ReleasePlan, RunKind, make_plan, parse_params
+from rocm_release.plan import ParamsError, ReleaseParams, ReleasePlan, RunKind, VariantPlan, make_plan, parse_params
 from rocm_release.sensors import plan_from_xcom
 
 CACHE_ENV = "ROCM_NIGHTLY_CACHE_DIR"
@@ -215,24 +216,21 @@ class ReuseCachedImagesOperator(BaseOperator):
         return refs
 
 
-class _VariantTask(BaseOperator):
-    """A per-variant task whose implementation has not landed yet: it fails loudly, never silently."""
+class _Timed(BaseOperator):
+    """Records how long ``execute`` took (XCom key ``timing``) for the release summary."""
 
-    issue = ""
+    def pre_execute(self, context: Any) -> None:
+        """Start the clock."""
+        self._started = time.monotonic()
+        super().pre_execute(context)
 
-    def __init__(self, *, variant: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.variant = variant
-
-    def execute(self, context: Any) -> Any:
-        """Refuse to pretend: say what is missing."""
-        plan = plan_from_xcom(context)
-        if plan.dry_run:
-            raise AirflowSkipException("dry run")
-        raise AirflowFailException(f"{self.task_id} is not implemented yet ({self.issue})")
+    def post_execute(self, context: Any, result: Any = None) -> None:
+        """Hand the duration on."""
+        context["ti"].xcom_push(key="timing", value=round(time.monotonic() - self._started, 3))
+        super().post_execute(context, result)
 
 
-class BuildImageOperator(BaseOperator):
+class BuildImageOperator(_Timed):
     """Build one stage on the ROCm pool (its ``queue`` and ``pool``) and push it by digest."""
 
     ui_color = "#fadbd8"
@@ -336,43 +334,216 @@ def current_refs(context: Any, variant: str) -> dict[str, str]:
     return refs
 
 
-class PushImagesOperator(_VariantTask):
-    """Tag in the cache registry and copy to the public registry (lands with the publish issue)."""
+class _VariantOperator(_Timed):
+    """A per-variant task: it knows its variant and skips when the run did not select it."""
 
-    issue = "issue 5: push_images"
+    def __init__(self, *, variant: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.variant = variant
+
+    def _plan(self, context: Any) -> tuple[ReleasePlan, VariantPlan]:
+        plan = plan_from_xcom(context)
+        if self.variant not in [v.name for v in plan.variants]:
+            raise AirflowSkipException(f"variant {self.variant} is not selected in this run")
+        if plan.dry_run:
+            raise AirflowSkipException("dry run: nothing is pushed, uploaded or promoted")
+        return plan, plan.variant(self.variant)
 
 
-class PublishWheelsOperator(_VariantTask):
-    """Publish wheels behind a PEP 503 index (lands with the publish issue)."""
+class PushImagesOperator(_VariantOperator):
+    """Give the digests their cache tags, then copy release and base images to the public registry."""
 
-    issue = "issue 5: publish_wheels"
+    ui_color = "#d4efdf"
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        """Publish the four digests of this variant; return what was published."""
+        from rocm_release.images import push_images
+        from rocm_release.registry.factory import blob_registry_for, registry_for
+
+        plan, v = self._plan(context)
+        config = load_config()
+        pushed = push_images(
+            plan=plan, v=v, refs=current_refs(context, self.variant),
+            cache=registry_for(config.cache_registry), cache_blobs=blob_registry_for(config.cache_registry),
+            public=blob_registry_for(config.public_registry), log=self.log.info,
+        )
+        for asset in self.outlets:
+            context["outlet_events"][asset].extra = {"commit": plan.commit, "variant": v.name, **pushed.public}
+        return pushed.model_dump(mode="json")
 
 
-class PromoteNightlyOperator(_VariantTask):
-    """Move the nightly aliases forwards (lands with the publish issue)."""
+class PublishWheelsOperator(_VariantOperator):
+    """Wheels of both wheels images → verified, platform-retagged, uploaded, then the PEP 503 index."""
 
-    issue = "issue 5: promote_nightly"
+    ui_color = "#d4efdf"
+
+    def execute(self, context: Any) -> list[dict[str, Any]]:
+        """Read /dist of the project and base wheels images through the registry API and publish them."""
+        import tempfile
+
+        from rocm_release.images import digest_of
+        from rocm_release.registry.factory import blob_registry_for
+        from rocm_release.wheels.image import file_sink, read_dist
+        from rocm_release.wheels.publish import publish_wheels
+        from rocm_release.wheels.retag import retag_platform
+        from rocm_release.wheels.store import store_root
+
+        plan, v = self._plan(context)
+        config = load_config()
+        refs = current_refs(context, self.variant)
+        registry = blob_registry_for(config.cache_registry)
+        with tempfile.TemporaryDirectory(prefix="rocm-nightly-wheels-") as tmp:
+            raw, tagged = Path(tmp) / "raw", Path(tmp) / "tagged"
+            raw.mkdir()
+            tagged.mkdir()
+            for kind in ("wheels", "base_wheels"):
+                files = read_dist(registry, plan.cache_repository, digest_of(refs[kind]), sink=file_sink(raw))
+                self.log.info("%s %s: verified %s", self.variant, kind, ", ".join(f.name for f in files))
+            wheels = [retag_platform(p, v.variant.platform_tag, tagged) for p in sorted(raw.glob("*.whl"))]
+            folder = store_root(v.wheels_url, config.wheel_store.connection_id)
+            published = publish_wheels(wheels, folder, v.wheels_url, self.log.info)
+        for asset in self.outlets:
+            context["outlet_events"][asset].extra = {"commit": plan.commit, "variant": v.name,
+                                                     "index": v.wheels_url}
+        return [f.model_dump(mode="json") for f in published]
+
+
+class PromoteNightlyOperator(_VariantOperator):
+    """Move the nightly aliases (public image tags and ``nightly/<variant>/``), only forwards."""
+
+    ui_color = "#fdedec"
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        """Promote if this run may, and only if that is not a step back; say why either way."""
+        from rocm_release.images import alias_state, digest_of, ensure_tag
+        from rocm_release.promote import forwards, may_promote
+        from rocm_release.registry.factory import registry_for
+        from rocm_release.source import GitMirror, SourceError
+        from rocm_release.wheels.publish import promote_index, read_published
+        from rocm_release.wheels.store import store_root
+
+        plan, v = self._plan(context)
+        allowed = may_promote(plan)
+        if not allowed.move:
+            self.log.info("%s: not promoting: %s", self.variant, allowed.why)
+            return {"promoted": False, "why": allowed.why}
+        config = load_config()
+        mirror = GitMirror(plan.git_url, cache_dir() / "git")
+        mirror.update()
+
+        def commit_time(sha: str) -> datetime | None:
+            try:
+                return mirror.commit_time(sha)
+            except SourceError:
+                return None
+
+        def is_ancestor(old: str, new: str) -> bool:
+            try:
+                return mirror.is_ancestor(old, new)
+            except SourceError:
+                return False
+
+        public = registry_for(config.public_registry)
+        pushed = context["ti"].xcom_pull(task_ids=f"{self.variant}.push_images") or {}
+        digests = pushed.get("digests") or {k: digest_of(r) for k, r in current_refs(context, self.variant).items()}
+        result: dict[str, Any] = {"promoted": False}
+        image_alias = alias_state(public, plan.public_repository, v.public_tags.nightly)
+        verdict = forwards(image_alias.commit, plan.commit, is_ancestor=is_ancestor, commit_time=commit_time)
+        self.log.info("%s images: %s", self.variant, verdict.why)
+        if verdict.move:
+            ensure_tag(public, plan.public_repository, v.public_tags.nightly, digests["release"], self.log.info)
+            ensure_tag(public, plan.public_repository, v.public_tags.base_nightly, digests["base"], self.log.info)
+            result["images"] = True
+        alias = store_root(v.nightly_wheels_url, config.wheel_store.connection_id)
+        current = read_published(alias, v.nightly_wheels_url)
+        wheel_verdict = forwards(current.commit if current else None, plan.commit, is_ancestor=is_ancestor,
+                                 commit_time=commit_time)
+        self.log.info("%s wheels: %s", self.variant, wheel_verdict.why)
+        if wheel_verdict.move:
+            promote_index(store_root(v.wheels_url, config.wheel_store.connection_id), v.wheels_url, alias,
+                          v.nightly_wheels_url, commit=plan.commit, variant=v.name, log=self.log.info)
+            result["wheels"] = True
+        result["promoted"] = bool(result.get("images") or result.get("wheels"))
+        result["why"] = f"images: {verdict.why}; wheels: {wheel_verdict.why}"
+        return result
 
 
 class ReleaseSummaryOperator(BaseOperator):
-    """One report per run: per variant the path taken and why (the full report lands with issue 5)."""
+    """One report per run: per variant the path taken and why, digests, sizes, wheels, commands, durations."""
 
     ui_color = "#fcf3cf"
 
     def execute(self, context: Any) -> dict[str, Any]:
-        """Print what each variant decided."""
-        plan: ReleasePlan = plan_from_xcom(context)
-        report: dict[str, Any] = {"commit": plan.commit, "run_kind": plan.run_kind, "dry_run": plan.dry_run,
-                                  "generated": datetime.now(UTC).isoformat(), "variants": {}}
+        """Gather what the tasks handed on, print the report, and store it next to the wheels."""
+        from rocm_release.registry.factory import registry_for
+        from rocm_release.summary import install_commands, public_index_url, render_markdown, to_json
+        from rocm_release.wheels.store import store_root
+
+        plan = plan_from_xcom(context)
+        config = load_config()
+        ti = context["ti"]
+        variants: dict[str, Any] = {}
+        complete = True
         for v in plan.variants:
-            raw = context["ti"].xcom_pull(task_ids=f"{v.name}.choose_path", key="decision")
-            decision = Decision.model_validate(raw) if raw else None
-            report["variants"][v.name] = {
-                "builds": list(decision.builds) if decision else None,
-                "reasons": list(decision.reasons) if decision else ["no decision (an earlier task failed)"],
+            def pull(task: str, key: str = "return_value", _v: str = v.name) -> Any:
+                return ti.xcom_pull(task_ids=f"{_v}.{task}", key=key)
+
+            raw_decision = pull("choose_path", "decision")
+            decision = Decision.model_validate(raw_decision) if raw_decision else None
+            pushed, wheels, promotion = pull("push_images"), pull("publish_wheels"), pull("promote_nightly")
+            entry: dict[str, Any] = {
+                "path": ("reused: no build" if decision and decision.reuse
+                         else f"built: {', '.join(decision.builds)}" if decision else "no decision (failed early)"),
+                "reasons": list(decision.reasons) if decision else [],
+                "digests": (pushed or {}).get("digests", {}),
+                "public": (pushed or {}).get("public", {}),
+                "wheels": wheels or [],
+                "promotion": promotion,
+                "durations": {t: pull(t, "timing") for t in TIMED_TASKS if pull(t, "timing") is not None},
             }
-        self.log.info("Release summary:\n%s", json.dumps(report, indent=2))
+            if not plan.dry_run and (pushed is None or wheels is None):
+                complete = False
+            if entry["digests"]:
+                entry["sizes"] = _image_sizes(registry_for(config.cache_registry), plan.cache_repository,
+                                              entry["digests"])
+            index = public_index_url(config.wheel_store.public_url, plan.store_url, v.wheels_url)
+            project = plan.project
+            entry["index_url"] = index
+            entry["commands"] = install_commands(plan, v, index, project, entry["digests"].get("release"))
+            variants[v.name] = entry
+        outcome = "dry run (nothing published)" if plan.dry_run else "published" if complete else "FAILED"
+        report = {
+            "project": plan.project, "commit": plan.commit,
+            "commit_time": plan.commit_time.isoformat() if plan.commit_time else None,
+            "run_kind": plan.run_kind, "run_id": str(context["run_id"]), "as_of": plan.as_of.isoformat(),
+            "dry_run": plan.dry_run, "outcome": outcome, "generated": datetime.now(UTC).isoformat(),
+            "variants": variants,
+        }
+        markdown = render_markdown(report)
+        self.log.info("Release summary:\n%s", markdown)
+        if outcome == "published":
+            folder = store_root(f"{plan.store_url}/{plan.commit}/", config.wheel_store.connection_id)
+            (folder / "RELEASE.json").write_text(to_json(report))  # type: ignore[attr-defined]
+            (folder / "RELEASE.md").write_text(markdown)  # type: ignore[attr-defined]
+            self.log.info("Stored %s and RELEASE.json", plan.summary_url)
+        elif not plan.dry_run:
+            raise AirflowFailException("the release is incomplete: see the variants without digests or wheels above")
         return report
+
+
+TIMED_TASKS = ("check_base_image", "check_wheels_image", "check_release_image", "check_wheels_published",
+               "choose_path", "build_base_image", "build_wheels", "build_release_image", "reuse_cached_images",
+               "push_images", "publish_wheels", "promote_nightly")
+
+
+def _image_sizes(registry: Any, repository: str, digests: Mapping[str, str]) -> dict[str, int]:
+    """Compressed size of each image: the sum of its config and layer sizes from the manifest."""
+    sizes = {}
+    for kind, digest in digests.items():
+        doc = json.loads(registry.manifest(repository, digest).raw)
+        sizes[kind] = int(doc.get("config", {}).get("size", 0)) + sum(int(x.get("size", 0))
+                                                                       for x in doc.get("layers", []))
+    return sizes
 
 
 __all__ = [

@@ -62,6 +62,9 @@ def test_nightly_shape(dagbag) -> None:
     for variant in ("rocm710", "rocm723"):
         build = dag.get_task(f"{variant}.build_wheels")
         assert (build.queue, build.pool) == ("rocm", "rocm_builders")
+        assert [a.name for a in dag.get_task(f"{variant}.publish_wheels").outlets] == [
+            f"rocm_nightly.{variant}.wheels"]
+        assert [a.name for a in dag.get_task(f"{variant}.push_images").outlets] == [f"rocm_nightly.{variant}.images"]
         sensor = dag.get_task(f"{variant}.check_base_image")
         assert sensor.mode == "reschedule"
         assert dag.get_task(f"{variant}.choose_path").downstream_task_ids == {
