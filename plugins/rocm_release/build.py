@@ -226,6 +226,36 @@ def _pushed_by_this_run(registry: ImageRegistry, repo: str, tag: str, labels: Ma
     return found.digest
 
 
+STAGE_KINDS: dict[str, tuple[ImageKind, ...]] = {
+    "base": ("base", "base_wheels"),
+    "wheels": ("wheels",),
+    "release": ("release",),
+}
+
+
+def stage_request(plan: ReleasePlan, v: VariantPlan, kind: ImageKind, inputs: StageInputs,
+                  base_digest: str | None) -> BuildRequest:
+    """The one BuildRequest of an image kind: Dockerfile, target, args, labels, tag, cache source.
+
+    ``base_digest`` is the base image's digest: a label of every image built on
+    it (and, for wheels and release, their ``BASE_IMAGE``); None for the base itself.
+    """
+    if kind in ("base", "base_wheels"):
+        dockerfile, args = inputs.base_dockerfile, dict(v.base_build_args)
+    else:
+        if base_digest is None:
+            raise BuildError(f"{kind} of {v.name} needs the base image digest")
+        dockerfile = inputs.dockerfile
+        args = {**v.build_args, "BASE_IMAGE": f"{plan.cache_registry}/{plan.cache_repository}@{base_digest}"}
+    tag = str(getattr(v.cache_tags, kind))
+    labels = {**image_labels(plan, v, kind, base_digest=base_digest), LABEL_RUN_ID: inputs.run_id}
+    return BuildRequest(
+        context=inputs.context, dockerfile=dockerfile, target=inputs.targets[kind], tag_ref=plan.cache_ref(tag),
+        build_args=args, labels=labels, cache_from=[plan.cache_ref(tag)], secrets=inputs.secrets,
+        network=inputs.network,
+    )
+
+
 def build_stage(
     *,
     plan: ReleasePlan,
@@ -242,39 +272,42 @@ def build_stage(
     the base image's digest: the pair is one unit. ``wheels`` and ``release``
     build on the base image by digest.
     """
-    repo = plan.cache_repository
-
-    def one(kind: ImageKind, dockerfile: str, target: str, tag: str, args: Mapping[str, str],
-            base_digest: str | None) -> str:
-        labels = {**image_labels(plan, v, kind, base_digest=base_digest), LABEL_RUN_ID: inputs.run_id}
-        digest = _pushed_by_this_run(registry, repo, tag, labels)
-        if digest:
-            log(f"{tag}: already pushed with the same inputs as {digest}; reusing it (retry)")
-            return digest
-        request = BuildRequest(
-            context=inputs.context, dockerfile=dockerfile, target=target, tag_ref=plan.cache_ref(tag),
-            build_args=args, labels=labels, cache_from=[plan.cache_ref(tag)], secrets=inputs.secrets,
-            network=inputs.network,
-        )
-        log(f"building {kind} ({target}) for {v.name} → {request.tag_ref}")
-        digest = build_and_push(request, env, log)
-        log(f"pushed {request.tag_ref} as {digest}")
-        return digest
-
-    if stage == "base":
-        base = one("base", inputs.base_dockerfile, inputs.targets["base"], v.cache_tags.base, v.base_build_args, None)
-        wheels = one("base_wheels", inputs.base_dockerfile, inputs.targets["base_wheels"], v.cache_tags.base_wheels,
-                     v.base_build_args, base)
-        return {"base": plan.cache_ref(base), "base_wheels": plan.cache_ref(wheels)}
-    if inputs.base_digest is None or not DIGEST_RE.match(inputs.base_digest):
+    if stage not in STAGE_KINDS:
+        raise ValueError(f"unknown stage {stage!r}; allowed: {sorted(STAGE_KINDS)}")
+    if stage != "base" and (inputs.base_digest is None or not DIGEST_RE.match(inputs.base_digest)):
         raise BuildError(f"{stage} of {v.name} needs the base image digest, got {inputs.base_digest!r}")
-    args = {**v.build_args, "BASE_IMAGE": plan.cache_ref(inputs.base_digest)}
-    if stage == "wheels":
-        digest = one("wheels", inputs.dockerfile, inputs.targets["wheels"], v.cache_tags.wheels, args,
-                     inputs.base_digest)
-        return {"wheels": plan.cache_ref(digest)}
-    if stage == "release":
-        digest = one("release", inputs.dockerfile, inputs.targets["release"], v.cache_tags.release, args,
-                     inputs.base_digest)
-        return {"release": plan.cache_ref(digest)}
-    raise ValueError(f"unknown stage {stage!r}; allowed: base, wheels, release")
+    base_digest = inputs.base_digest
+    refs: dict[str, str] = {}
+    for kind in STAGE_KINDS[stage]:
+        request = stage_request(plan, v, kind, inputs, None if kind == "base" else base_digest)
+        digest = _pushed_by_this_run(registry, plan.cache_repository, str(getattr(v.cache_tags, kind)),
+                                     request.labels)
+        if digest:
+            log(f"{request.tag_ref}: already pushed by this run as {digest}; reusing it (retry)")
+        else:
+            log(f"building {kind} ({request.target}) for {v.name} → {request.tag_ref}")
+            digest = build_and_push(request, env, log)
+            log(f"pushed {request.tag_ref} as {digest}")
+        if kind == "base":
+            base_digest = digest
+        refs[kind] = plan.cache_ref(digest)
+    return refs
+
+
+def planned_commands(plan: ReleasePlan, v: VariantPlan, builds: Sequence[str], inputs: StageInputs,
+                     base_digest: str | None) -> list[list[str]]:
+    """The build and push commands ``builds`` would run (for a dry run's log).
+
+    A digest not known before the build runs appears as ``<digest of …>``.
+    """
+    cli = docker_cli()
+    commands = []
+    stages = {"build_base_image": "base", "build_wheels": "wheels", "build_release_image": "release"}
+    for build in builds:
+        for kind in STAGE_KINDS[stages[build]]:
+            label_digest = base_digest if kind != "base" else None
+            if kind != "base" and "build_base_image" in builds:
+                label_digest = "<digest of the base image built above>"
+            request = stage_request(plan, v, kind, inputs, label_digest)
+            commands += [build_command(cli, request, buildx=False), push_command(cli, request.tag_ref)]
+    return commands

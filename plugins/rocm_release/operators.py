@@ -173,11 +173,39 @@ class ChoosePathOperator(BaseBranchOperator):
             self.log.info("%s — %s", self.variant, reason)
         self.log.info("%s: builds to run: %s", self.variant, ", ".join(decision.builds) or "none (reuse)")
         if plan.dry_run:
-            self.log.info("DRY RUN: %s would run %s; nothing runs.", self.variant,
-                          list(decision.builds) or ["reuse_cached_images"])
+            self._log_dry_run(plan, v, decision, str(context["run_id"]))
             return []
         chosen = decision.builds or ("reuse_cached_images",)
         return [f"{self.variant}.{task}" for task in chosen]
+
+
+    def _log_dry_run(self, plan: ReleasePlan, v: VariantPlan, decision: Decision, run_id: str) -> None:
+        """Print what the run would do, command by command; do none of it."""
+        import shlex
+
+        from rocm_release.build import StageInputs, planned_commands
+
+        config = load_config()
+        self.log.info("DRY RUN: %s would run %s; nothing runs.", self.variant,
+                      list(decision.builds) or ["reuse_cached_images"])
+        inputs = StageInputs(
+            context=Path(f"<source of {plan.commit[:12]}>"), base_dockerfile=config.project.base_dockerfile,
+            dockerfile=config.project.dockerfile, targets=config.project.targets.model_dump(),
+            network=config.build.network, run_id=run_id,
+            secrets={s: Path(f"<secret file {s}>") for s in config.build.secrets},
+        )
+        for command in planned_commands(plan, v, decision.builds, inputs, decision.base.digest):
+            self.log.info("DRY RUN would run: %s", shlex.join(command))
+        for kind, tag in v.cache_tags.model_dump().items():
+            self.log.info("DRY RUN would tag %s (the %s image)", plan.cache_ref(tag), kind)
+        self.log.info("DRY RUN would copy to %s and %s", plan.public_ref(v.public_tags.nightly_commit),
+                      plan.public_ref(v.public_tags.base_nightly_commit))
+        self.log.info("DRY RUN would publish wheels to %s%s", v.wheels_url,
+                      "" if not decision.wheels_published.present else " (already published: verify only)")
+        if plan.promote:
+            self.log.info("DRY RUN would promote %s, %s and %s (only forwards)",
+                          plan.public_ref(v.public_tags.nightly), plan.public_ref(v.public_tags.base_nightly),
+                          v.nightly_wheels_url)
 
 
 def decision_from_xcom(context: Any, variant: str) -> Decision:
