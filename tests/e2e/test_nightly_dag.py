@@ -214,3 +214,49 @@ def test_bad_params_are_rejected_before_any_side_effect(nights: Nights, conf: di
     assert f"param {named}" in output or f"param '{named}'" in output, output[-4000:]
     assert not Path("/tmp/pwned").exists()
     assert nights.snapshot() == before
+
+
+def test_pip_installs_the_published_wheels_over_http_and_their_tags_agree(nights: Nights, tmp_path: Path) -> None:
+    """The per-commit index, served over HTTP, installs the retagged project wheel and its base wheel."""
+    import socket
+    import time
+    import zipfile
+
+    commit = nights.commits["source_change"]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory",
+                               str(nights.store), str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # poll readiness with a deadline
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, "index server did not start"
+                time.sleep(0.05)
+        venv = tmp_path / "venv"
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        index = f"http://127.0.0.1:{port}/{commit}/{VARIANT}/"
+        pip = subprocess.run(
+            [str(venv / "bin" / "python"), "-m", "pip", "install", "--no-cache-dir", "--index-url", index, "tinyllm"],
+            env={**os.environ, "PIP_CONFIG_FILE": os.devnull}, capture_output=True, text=True, check=False,
+        )
+        assert pip.returncode == 0, pip.stdout + pip.stderr
+        assert "tinytorch" in pip.stdout and "manylinux_2_28_x86_64" in pip.stdout
+        run = subprocess.run([str(venv / "bin" / "python"), "-c", "import tinyllm; print(tinyllm.__version__)"],
+                             capture_output=True, text=True, check=True)
+        assert run.stdout.strip() == "0.1.1"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    for wheel in sorted((nights.store / commit / VARIANT).glob("*.whl")):
+        unpacked = tmp_path / wheel.stem
+        subprocess.run([sys.executable, "-m", "wheel", "unpack", "--dest", str(unpacked), str(wheel)], check=True)
+        wheel_file = next(unpacked.glob("*/*.dist-info/WHEEL"))
+        tags = {line.split(": ", 1)[1] for line in wheel_file.read_text().splitlines() if line.startswith("Tag: ")}
+        name_tags = wheel.name[:-4].split("-")[-3:]
+        assert tags == {"-".join(name_tags)}, (wheel.name, tags)
+        assert zipfile.ZipFile(wheel).testzip() is None
