@@ -331,8 +331,12 @@ def _secret_files(secret_ids: Iterable[str], folder: Path) -> Iterator[dict[str,
         for secret_id in secret_ids:
             path = folder / secret_id
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            value = BaseHook.get_connection(secret_id).password
+            if not value:
+                os.close(fd)
+                raise AirflowFailException(f"build secret {secret_id!r}: its connection has no password (the value)")
             with os.fdopen(fd, "w") as out:
-                out.write(BaseHook.get_connection(secret_id).password or "")
+                out.write(value)
             files[secret_id] = path
         yield files
     finally:
