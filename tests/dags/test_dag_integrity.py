@@ -12,8 +12,9 @@ import pytest
 
 from tests.conftest import REPO
 
-EXPECTED_DAG_IDS = {"rocm_nightly_release"}
-IO_TASKS = {"resolve_release", "push_images", "publish_wheels", "promote_nightly", "release_summary"}
+EXPECTED_DAG_IDS = {"rocm_nightly_release", "rocm_release_retention"}
+IO_TASKS = {"resolve_release", "push_images", "publish_wheels", "promote_nightly", "release_summary",
+            "plan_retention", "apply_retention"}
 NO_RETRY_TASKS = {"choose_path", "reuse_cached_images", "check_base_image", "check_wheels_image",
                   "check_release_image", "check_wheels_published"}
 BUILD_TASKS = {"build_base_image", "build_wheels", "build_release_image"}

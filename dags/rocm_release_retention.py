@@ -1,0 +1,71 @@
+"""
+### rocm_release_retention — weekly clean-up of old nightly tags and wheel folders
+
+**What it does.** `plan_retention` lists the cache and public repositories,
+the wheel store's folders and the `nightly/` aliases, and keeps: the newest
+N commits by *push time* (config `retention.keep_commits`, default 14; never
+by name), every commit a `nightly` alias names, every base a kept image was
+built on (read from its labels) plus the newest base of each variant, and
+every tag that matches no exact pattern ("unknown, kept"). Its log lists every
+tag and folder with `DELETE`/`KEEP` and the reason. `apply_retention` reads
+the aliases again and deletes: public tags, then `<store>/<commit>/` folders,
+then cache tags (ECR: ≤100 per call; OCI: by digest, refusing if a kept tag
+shares it).
+
+**Dry run.** A run triggered by hand is a dry run unless `dry_run` is unticked
+(`{"dry_run": false}`): `apply_retention` is then *skipped*. Scheduled runs
+delete. `keep_commits` overrides the config for one run.
+
+**Healthy looks like:** `plan_retention` in seconds to a few minutes, a
+deletion count of about one week of commits, `apply_retention` green.
+
+**Where to look when it fails.**
+- `plan_retention` failed at once: a fatal registry/store error (401/403, an
+  unreadable nightly alias index). The log names the registry or path. Nothing
+  was deleted. Fix it and clear the task.
+- `plan_retention` retried and failed: the registry or store was down.
+- `apply_retention` failed with "refusing to delete": an OCI registry deletes
+  by digest and a tag outside the plan now shares a doomed digest. Nothing in
+  that repository was deleted. Clear *both* tasks so the plan is made again.
+- `apply_retention` failed half-way: clear it; deletes of what is already
+  gone count as done. A `SKIP` line means a nightly alias moved onto it since
+  the plan: it was kept.
+
+**Re-running safely.** Always. A manual run without `dry_run=false` deletes nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import DAG
+
+from rocm_release.config import load_config
+from rocm_release.retention_operators import ApplyRetentionOperator, PlanRetentionOperator, retention_params
+
+CONFIG = load_config()
+
+IO_RETRIES = {
+    "retries": 3,
+    "retry_delay": timedelta(minutes=1),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=15),
+}
+
+with DAG(
+    dag_id="rocm_release_retention",
+    description="Delete old per-commit tags and wheel folders; keep the newest commits and what nightly uses",
+    doc_md=__doc__,
+    schedule=CONFIG.retention.schedule,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    params=retention_params(CONFIG),
+    default_args={"owner": "release-engineering", "retries": 0},
+    tags=["release", "rocm", "retention"],
+) as dag:
+    plan = PlanRetentionOperator(task_id="plan_retention", **IO_RETRIES)
+    apply = ApplyRetentionOperator(task_id="apply_retention", **IO_RETRIES)
+
+    plan >> apply
