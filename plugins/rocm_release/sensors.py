@@ -17,6 +17,7 @@ connection.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any, Literal
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
@@ -46,7 +47,11 @@ class ArtifactSensor(BaseSensorOperator):
     def __init__(self, *, artifact: Artifact, variant: str, **kwargs: Any) -> None:
         kwargs.setdefault("mode", "reschedule")
         kwargs.setdefault("exponential_backoff", True)
-        kwargs.setdefault("retries", 0)  # the sensor's own timeout is the retry budget
+        # A timeout or a fatal error never retries (Airflow fails those at once). The one retry
+        # absorbs apache/airflow#71172: under the real scheduler a reschedule can be reported late
+        # and the task marked failed though its poke succeeded.
+        kwargs.setdefault("retries", 1)
+        kwargs.setdefault("retry_delay", timedelta(seconds=kwargs.get("poke_interval", 60)))
         super().__init__(**kwargs)
         self.artifact = artifact
         self.variant = variant
