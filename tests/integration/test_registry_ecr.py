@@ -30,13 +30,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -54,6 +49,8 @@ from rocm_release.registry.base import (
     TransientRegistryError,
 )
 from rocm_release.registry.ecr import EcrImageNotFoundError, EcrRegistry
+from tests.integration.moto_server import moto_api, moto_server
+from tests.integration.registries import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -70,11 +67,6 @@ def sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 def conn_json(endpoint: str, **credentials: str) -> str:
     """An AIRFLOW_CONN_* value for moto; ``login``/``password`` are the access key (moto's ``testing``)."""
@@ -82,49 +74,15 @@ def conn_json(endpoint: str, **credentials: str) -> str:
     return json.dumps({"conn_type": "aws", "login": "testing", "password": "testing", **credentials, "extra": extra})
 
 
-def moto_api(url: str, path: str, data: bytes = b"") -> bytes:
-    request = urllib.request.Request(
-        f"{url}/moto-api/{path}", data=data, method="POST", headers={"Content-Type": "text/plain"}
-    )
-    with urllib.request.urlopen(request, timeout=5) as response:
-        return bytes(response.read())
-
 
 # -- the moto server ------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A moto server process of our own; ready when its reset endpoint answers (30 s deadline)."""
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"moto server exited with {process.returncode}:\n{log_path.read_text()}")
-            try:
-                moto_api(url, "reset")
-                break
-            except (urllib.error.URLError, ConnectionError):
-                if time.monotonic() > deadline:
-                    pytest.fail(f"moto server not ready on {url} after 30 s:\n{log_path.read_text()}")
-                time.sleep(0.05)  # polling interval, bounded by the deadline above
+    """A moto server process of this module's own on 127.0.0.1."""
+    with moto_server(tmp_path_factory.mktemp("moto")) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture

@@ -28,13 +28,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -65,6 +60,7 @@ from rocm_release.retention import (
     read_base_use,
     read_guard,
 )
+from tests.integration.moto_server import moto_server
 from tests.integration.retention_history import (
     K0,
     K1,
@@ -93,45 +89,15 @@ def sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 # -- a moto server of our own, and a local blob server for ECR's config blobs --------------------------------
 
 
 @pytest.fixture(scope="module")
 def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``python -m moto.server`` on a free 127.0.0.1 port; ready when its reset endpoint answers (30 s)."""
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                   stdout=log_file, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"moto server exited with {process.returncode}:\n{log_path.read_text()}")
-            try:
-                request = urllib.request.Request(f"{url}/moto-api/reset", data=b"", method="POST")
-                with urllib.request.urlopen(request, timeout=5):
-                    break
-            except (urllib.error.URLError, ConnectionError):
-                if time.monotonic() > deadline:
-                    pytest.fail(f"moto server not ready on {url} after 30 s:\n{log_path.read_text()}")
-                time.sleep(0.05)  # polling interval, bounded by the deadline above
+    """A moto server process of this module's own on 127.0.0.1."""
+    with moto_server(tmp_path_factory.mktemp("moto")) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture

@@ -35,7 +35,6 @@ import sys
 import tarfile
 import threading
 import time
-import urllib.error
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -76,13 +75,13 @@ from rocm_release.plan import (
 from rocm_release.registry.ecr import EcrRegistry
 from rocm_release.sensors import RESOLVE_TASK, Artifact, ArtifactSensor
 from tests.conftest import REPO, TEST_ENV
+from tests.integration.moto_server import moto_server as start_moto
 from tests.integration.registries import (
     REGISTRY_BIN,
     LocalRegistry,
     RequestLog,
     TestImage,
     TokenServer,
-    free_port,
     make_image,
     unique_repo,
 )
@@ -608,33 +607,9 @@ def test_a_full_check_of_one_variant_costs_at_most_14_registry_requests(
 
 @pytest.fixture(scope="module")
 def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A moto server process of this module's own on 127.0.0.1 (ready when its reset API answers)."""
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("sensor-moto") / "moto.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                   stdout=log_file, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"moto server exited with {process.returncode}:\n{log_path.read_text()}")
-            try:
-                moto_api(url, "reset")
-                break
-            except (urllib.error.URLError, ConnectionError):
-                if time.monotonic() > deadline:
-                    pytest.fail(f"moto server not ready on {url} after 30 s:\n{log_path.read_text()}")
-                time.sleep(0.05)  # polling interval, bounded by the deadline above
+    """A moto server process of this module's own on 127.0.0.1."""
+    with start_moto(tmp_path_factory.mktemp("sensor-moto")) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @dataclass

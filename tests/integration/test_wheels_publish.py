@@ -22,12 +22,8 @@ import json
 import os
 import platform
 import posixpath
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 import uuid
 import zipfile
 from collections.abc import Callable, Iterator
@@ -50,6 +46,7 @@ from rocm_release.wheels.publish import (
 from rocm_release.wheels.retag import WheelMetadataError, retag_platform
 from rocm_release.wheels.store import StorePath, TransientStoreError, observe_published, store_root
 from tests.fabricated_wheels import make_wheel
+from tests.integration.moto_server import moto_server
 
 pytestmark = pytest.mark.integration
 
@@ -65,45 +62,12 @@ PLATFORM_TAG = f"manylinux_2_28_{ARCH}"
 # -- the moto server ------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 @pytest.fixture(scope="module")
 def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A moto server process of our own; ready when its reset endpoint answers (30 s deadline)."""
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"moto server exited with {process.returncode}:\n{log_path.read_text()}")
-            try:
-                request = urllib.request.Request(f"{url}/moto-api/reset", data=b"", method="POST")
-                with urllib.request.urlopen(request, timeout=5):
-                    break
-            except (urllib.error.URLError, ConnectionError):
-                if time.monotonic() > deadline:
-                    pytest.fail(f"moto server not ready on {url} after 30 s:\n{log_path.read_text()}")
-                time.sleep(0.05)  # polling interval, bounded by the deadline above
+    """A moto server process of this module's own on 127.0.0.1."""
+    with moto_server(tmp_path_factory.mktemp("moto")) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 # -- the two stores -------------------------------------------------------------------------------
