@@ -191,20 +191,24 @@ class ParamsError(ValueError):
     """Bad Params: the message names each bad param and what is allowed."""
 
 
+def describe_param_errors(exc: ValidationError, allowed: list[str]) -> str:
+    """One message naming each bad param, its value and what is allowed."""
+    problems = []
+    for e in exc.errors():
+        name = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            problems.append(f"param {name!r}: unknown param; allowed params: {allowed}")
+        else:
+            problems.append(f"param {name!r}: {e['msg']} (got {e.get('input')!r})")
+    return "; ".join(problems)
+
+
 def parse_params(raw: Mapping[str, object], config: ReleaseConfig) -> ReleaseParams:
     """Validate raw Params against the model and the configured variants."""
     try:
         params = ReleaseParams.model_validate(dict(raw))
     except ValidationError as exc:
-        problems = []
-        for e in exc.errors():
-            name = ".".join(str(p) for p in e["loc"])
-            if e["type"] == "extra_forbidden":
-                allowed = sorted(ReleaseParams.model_fields)
-                problems.append(f"param {name!r}: unknown param; allowed params: {allowed}")
-            else:
-                problems.append(f"param {name!r}: {e['msg']} (got {e.get('input')!r})")
-        raise ParamsError("; ".join(problems)) from exc
+        raise ParamsError(describe_param_errors(exc, sorted(ReleaseParams.model_fields))) from exc
     if params.variants is not None:
         known = [v.name for v in config.variants]
         unknown = [v for v in params.variants if v not in known]

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rocm_release.config import ReleaseConfig, load_config
 from rocm_release.operators import run_kind
+from rocm_release.plan import describe_param_errors
 
 PLAN_TASK = "plan_retention"
 
@@ -53,24 +54,15 @@ def retention_settings(context: Any, config: ReleaseConfig) -> tuple[bool, int]:
     try:
         params = RetentionParams.model_validate(merged)
     except ValidationError as exc:
-        problems = []
-        for e in exc.errors():
-            name = ".".join(str(p) for p in e["loc"])
-            if e["type"] == "extra_forbidden":
-                allowed = sorted(RetentionParams.model_fields)
-                problems.append(f"param {name!r}: unknown param; allowed params: {allowed}")
-            else:
-                problems.append(f"param {name!r}: {e['msg']} (got {e.get('input')!r})")
-        raise AirflowFailException("; ".join(problems)) from exc
+        raise AirflowFailException(describe_param_errors(exc, sorted(RetentionParams.model_fields))) from exc
     scheduled = run_kind(context["dag_run"].run_type) == "scheduled"
     return (False if scheduled else params.dry_run), params.keep_commits or config.retention.keep_commits
 
 
 def _store(config: ReleaseConfig) -> Any:
-    from airflow.sdk import ObjectStoragePath
+    from rocm_release.wheels.store import store_root
 
-    url, conn = config.wheel_store.url, config.wheel_store.connection_id
-    return ObjectStoragePath(url, conn_id=conn) if conn else ObjectStoragePath(url)
+    return store_root(config.wheel_store.url, config.wheel_store.connection_id)
 
 
 def _fatal(exc: Exception) -> Exception:
