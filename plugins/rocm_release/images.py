@@ -73,13 +73,18 @@ def push_images(
     copied = skipped = nbytes = 0
     public_refs = {}
     for kind, tag in (("release", v.public_tags.nightly_commit), ("base", v.public_tags.base_nightly_commit)):
+        public_refs[kind] = plan.public_ref(tag)
+        there = public.lookup(plan.public_repository, tag)
+        if there.present and there.digest == digests[kind]:
+            # A re-run (or a no-op night) only asks: no manifest PUT, the tag's update time stays.
+            log(f"{plan.public_ref(tag)} already points to {digests[kind]}")
+            continue
         result = copy_image(cache_blobs, plan.cache_repository, digests[kind], public, plan.public_repository, [tag])
         if result.digest != digests[kind]:
             raise ValueError(f"copy of {kind} gave {result.digest}, expected {digests[kind]}")
         copied += result.blobs_copied
         skipped += result.blobs_skipped
         nbytes += result.bytes_copied
-        public_refs[kind] = plan.public_ref(tag)
         log(f"{plan.public_ref(tag)} = {digests[kind]} ({result.blobs_copied} blobs, "
             f"{result.bytes_copied} bytes copied; {result.blobs_skipped} already there)")
     return PushedImages(digests=digests, public=public_refs, bytes_copied=nbytes, blobs_copied=copied,
