@@ -61,6 +61,7 @@ class BuildRequest:
     cache_from: Sequence[str] = ()
     secrets: Mapping[str, Path] = field(default_factory=dict)
     network: str = "default"
+    no_cache: bool = False
 
 
 def docker_cli() -> str:
@@ -86,6 +87,8 @@ def build_command(cli: str, request: BuildRequest, *, buildx: bool, metadata_fil
     args += ["--build-arg", "BUILDKIT_INLINE_CACHE=1"]
     for key, value in sorted(request.labels.items()):
         args += ["--label", f"{key}={value}"]
+    if request.no_cache:
+        args += ["--no-cache"]  # a forced rebuild really rebuilds (as the reference's force switch does)
     for ref in request.cache_from:
         args += ["--cache-from", ref]
     for secret_id, path in sorted(request.secrets.items()):
@@ -251,8 +254,8 @@ def stage_request(plan: ReleasePlan, v: VariantPlan, kind: ImageKind, inputs: St
     labels = {**image_labels(plan, v, kind, base_digest=base_digest), LABEL_RUN_ID: inputs.run_id}
     return BuildRequest(
         context=inputs.context, dockerfile=dockerfile, target=inputs.targets[kind], tag_ref=plan.cache_ref(tag),
-        build_args=args, labels=labels, cache_from=[plan.cache_ref(tag)], secrets=inputs.secrets,
-        network=inputs.network,
+        build_args=args, labels=labels, cache_from=[] if plan.force_rebuild else [plan.cache_ref(tag)],
+        secrets=inputs.secrets, network=inputs.network, no_cache=plan.force_rebuild,
     )
 
 

@@ -57,3 +57,11 @@ def test_push_digest_comes_from_the_push_output() -> None:
     assert parse_push_digest(out) == "sha256:" + "1" * 64
     with pytest.raises(BuildError, match="refusing to guess"):
         parse_push_digest("abc: Pushed\n")
+
+
+def test_force_rebuild_builds_without_any_cache() -> None:
+    plan = _plan("demo", force_rebuild=True)
+    args = build_command("docker", stage_request(plan, plan.variants[0], "base", INPUTS, None), buildx=False)
+    assert "--no-cache" in args and "--cache-from" not in args
+    normal = build_command("docker", stage_request(_plan("demo"), plan.variants[0], "base", INPUTS, None), buildx=False)
+    assert "--no-cache" not in normal and "--cache-from" in normal
