@@ -15,6 +15,11 @@ import pytest
 
 from tests.integration.registries import free_port
 
+# What moto's ECR answers as: its default account, in the region every test uses.
+MOTO_ACCOUNT = "123456789012"
+MOTO_REGION = "us-east-1"
+MOTO_ECR_HOST = f"{MOTO_ACCOUNT}.dkr.ecr.{MOTO_REGION}.amazonaws.com"
+
 
 def moto_api(url: str, path: str, data: bytes = b"") -> bytes:
     """POST to moto's own control API (``reset``, ``reset-auth``, …)."""

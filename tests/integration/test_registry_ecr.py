@@ -49,14 +49,12 @@ from rocm_release.registry.base import (
     TransientRegistryError,
 )
 from rocm_release.registry.ecr import EcrImageNotFoundError, EcrRegistry
-from tests.integration.moto_server import moto_api, moto_server
+from tests.integration.moto_server import MOTO_ACCOUNT, MOTO_ECR_HOST, MOTO_REGION, moto_api, moto_server
 from tests.integration.registries import free_port
 
 pytestmark = pytest.mark.integration
 
-ACCOUNT = "123456789012"  # moto's default account
-REGION = "us-east-1"
-HOST = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
+ACCOUNT, REGION, HOST = MOTO_ACCOUNT, MOTO_REGION, MOTO_ECR_HOST
 CONN_ID = "ecr_moto"
 REPO = "rocm-nightly/tinyllm"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"

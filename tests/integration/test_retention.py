@@ -60,7 +60,7 @@ from rocm_release.retention import (
     read_base_use,
     read_guard,
 )
-from tests.integration.moto_server import moto_server
+from tests.integration.moto_server import MOTO_ACCOUNT, MOTO_ECR_HOST, MOTO_REGION, moto_server
 from tests.integration.retention_history import (
     K0,
     K1,
@@ -78,9 +78,7 @@ from tests.integration.retention_history import (
 
 pytestmark = pytest.mark.integration
 
-ACCOUNT = "123456789012"  # moto's default account
-REGION = "us-east-1"
-ECR_HOST = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
+ACCOUNT, REGION, ECR_HOST = MOTO_ACCOUNT, MOTO_REGION, MOTO_ECR_HOST
 CONN_ID = "retention_moto"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 
