@@ -102,13 +102,13 @@ def check(root: Path = ROOT) -> list[str]:
     for python in PYTHONS:
         committed = lock_path(python, root)
         name = committed.relative_to(root)
+        if not committed.exists():
+            problems.append(f"{name} is missing: run `make lock`")
+            continue
         with tempfile.TemporaryDirectory(prefix="rocm-nightly-lock-") as tmp:
             fresh = Path(tmp) / committed.name
             compile_lock(python, root, fresh)
             want = fresh.read_text()
-        if not committed.exists():
-            problems.append(f"{name} is missing: run `make lock`")
-            continue
         have = committed.read_text()
         if have != want:
             diff = list(difflib.unified_diff(have.splitlines(), want.splitlines(), f"{name} (committed)",
