@@ -26,13 +26,14 @@ import difflib
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # PyPI as it was at this instant: the one place to move when taking newer releases.
 EXCLUDE_NEWER = "2026-12-01T00:00:00Z"
 # Each Python version `make` is tested with, and its lock file.
-PYTHONS = ("3.11",)
+PYTHONS = ("3.11", "3.12")
 # x86_64 Linux with glibc >= 2.28 (Debian 10+, Ubuntu 20.04+, RHEL 8+): where build hosts and workers run.
 PLATFORM = "x86_64-manylinux_2_28"
 INPUTS = ("requirements-dev.txt", "requirements.txt", "pyproject.toml")
@@ -85,32 +86,37 @@ def compile_lock(python: str, root: Path, out: Path) -> None:
     out.write_text(header(python, uv_version) + out.read_text())
 
 
+def _fresh_locks(root: Path, tmp: Path) -> dict[str, Path]:
+    """Every lock resolved anew under ``tmp`` (one uv per Python version, side by side)."""
+    fresh = {python: tmp / lock_path(python, root).name for python in PYTHONS}
+    with ThreadPoolExecutor(max_workers=len(PYTHONS)) as pool:
+        for done in [pool.submit(compile_lock, python, root, out) for python, out in fresh.items()]:
+            done.result()
+    return fresh
+
+
 def write(root: Path = ROOT) -> None:
-    for python in PYTHONS:
-        target = lock_path(python, root)
-        target.parent.mkdir(exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="rocm-nightly-lock-") as tmp:
-            fresh = Path(tmp) / target.name
-            compile_lock(python, root, fresh)
+    with tempfile.TemporaryDirectory(prefix="rocm-nightly-lock-") as tmp:
+        for python, fresh in _fresh_locks(root, Path(tmp)).items():
+            target = lock_path(python, root)
+            target.parent.mkdir(exist_ok=True)
             target.write_text(fresh.read_text())
-        print(f"lock: wrote {target.relative_to(root)}")
+            print(f"lock: wrote {target.relative_to(root)}")
 
 
 def check(root: Path = ROOT) -> list[str]:
     """One message per lock that is missing or differs from a fresh resolution (with the difference)."""
     problems = []
-    for python in PYTHONS:
-        committed = lock_path(python, root)
-        name = committed.relative_to(root)
-        if not committed.exists():
-            problems.append(f"{name} is missing: run `make lock`")
-            continue
-        with tempfile.TemporaryDirectory(prefix="rocm-nightly-lock-") as tmp:
-            fresh = Path(tmp) / committed.name
-            compile_lock(python, root, fresh)
-            want = fresh.read_text()
-        have = committed.read_text()
-        if have != want:
+    missing = [lock_path(p, root).relative_to(root) for p in PYTHONS if not lock_path(p, root).exists()]
+    if missing:
+        return [f"{name} is missing: run `make lock`" for name in missing]
+    with tempfile.TemporaryDirectory(prefix="rocm-nightly-lock-") as tmp:
+        for python, fresh in _fresh_locks(root, Path(tmp)).items():
+            committed = lock_path(python, root)
+            name = committed.relative_to(root)
+            have, want = committed.read_text(), fresh.read_text()
+            if have == want:
+                continue
             diff = list(difflib.unified_diff(have.splitlines(), want.splitlines(), f"{name} (committed)",
                                              f"{name} (from {', '.join(INPUTS)})", lineterm="", n=1))
             shown = "\n".join(diff[:80]) + (f"\n... ({len(diff) - 80} more lines)" if len(diff) > 80 else "")
