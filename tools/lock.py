@@ -1,22 +1,25 @@
-"""Write and check the hashed locks, ``requirements/lock-py<XY>.txt``, with ``uv pip compile``.
+"""Write and check the hashed locks under ``requirements/`` with ``uv pip compile --generate-hashes``.
 
-Each lock is the whole resolution of ``requirements-dev.txt`` (which includes
-``requirements.txt``, whose ``.`` brings pyproject.toml's dependencies) for one
-Python version, with the sha256 of every file of every pinned distribution:
-``make venv`` installs it with ``pip install --require-hashes --no-deps``.
+Two locks per locked Python version XY, each with the sha256 of every file of every pinned
+distribution, for ``pip install --require-hashes --no-deps``:
 
-``write`` regenerates every lock; ``check`` regenerates each into a temporary
-folder and fails, showing the difference, when it is not the committed file.
+- ``lock-pyXY.txt``: the whole resolution of ``requirements-dev.txt`` (which includes
+  ``requirements.txt``, whose ``.`` brings pyproject.toml's dependencies): what ``make venv``
+  installs, test tools included;
+- ``deploy-pyXY.txt``: ``requirements.txt`` alone, held to the versions of ``lock-pyXY.txt``
+  (so a deployment gets the versions the tests ran with, and none of the test tools).
 
-The result depends only on the files above, the constants below and uv's
-version: the uv that runs is the venv's, the one the lock pins (the header
-names it, so a lock written by another uv fails the check); the target Python
-version and platform are fixed, not this machine's; PyPI is seen as it was at
-``EXCLUDE_NEWER``, so a re-lock next month gives the same file; no uv
-configuration file is read (``--no-config``); the header has no date.
-To take newer releases, move ``EXCLUDE_NEWER`` and run ``make lock``. To move
-uv: change its pin in requirements-dev.txt, then ``make lock``, ``make venv``
-(installs the new uv) and ``make lock`` again (the new uv writes the lock).
+``write`` regenerates every lock; ``check`` regenerates them into a temporary folder and fails,
+showing the difference, when one is not the committed file.
+
+The result depends only on the input files, the constants below and uv's version: the uv that
+runs is the venv's, the one the lock pins (the header names it, so a lock written by another uv
+fails the check); the target Python version and platform are fixed, not this machine's; PyPI is
+seen as it was at ``EXCLUDE_NEWER``, so a re-lock next month gives the same file; no uv
+configuration file is read (``--no-config``); the header has no date. To take newer releases,
+move ``EXCLUDE_NEWER`` and run ``make lock``. To move uv: change its pin in requirements-dev.txt,
+then ``make lock``, ``make venv`` (installs the new uv) and ``make lock`` again (the new uv
+writes the lock).
 """
 
 from __future__ import annotations
@@ -32,16 +35,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # PyPI as it was at this instant: the one place to move when taking newer releases.
 EXCLUDE_NEWER = "2026-12-01T00:00:00Z"
-# Each Python version `make` is tested with, and its lock file.
+# Each Python version `make` can install and the tests ran on (README, "Python versions").
 PYTHONS = ("3.11", "3.12")
 # x86_64 Linux with glibc >= 2.28 (Debian 10+, Ubuntu 20.04+, RHEL 8+): where build hosts and workers run.
 PLATFORM = "x86_64-manylinux_2_28"
 INPUTS = ("requirements-dev.txt", "requirements.txt", "pyproject.toml")
-OWN = "rocm-nightly"  # a directory: it has no single file to hash, so `make` installs it apart
+OWN = "rocm-nightly"  # a directory: it has no single file to hash, so it is installed apart
 
 
 def lock_path(python: str, root: Path = ROOT) -> Path:
+    """What `make venv` installs."""
     return root / "requirements" / f"lock-py{python.replace('.', '')}.txt"
+
+
+def deploy_path(python: str, root: Path = ROOT) -> Path:
+    """What a deployment installs, at the versions of ``lock_path``."""
+    return root / "requirements" / f"deploy-py{python.replace('.', '')}.txt"
+
+
+def all_paths(root: Path = ROOT) -> list[Path]:
+    return [path for python in PYTHONS for path in (lock_path(python, root), deploy_path(python, root))]
 
 
 def _uv() -> tuple[Path, str]:
@@ -54,22 +67,36 @@ def _uv() -> tuple[Path, str]:
     return uv, version
 
 
-def header(python: str, uv_version: str) -> str:
-    return (
-        f"# The lock for Python {python} (any {python}.x) on Linux {PLATFORM.replace('-', ' ')}: every\n"
-        "# distribution `make venv` installs, at one version, with the sha256 of each of its files.\n"
+def _header(python: str, uv_version: str, *, deploy: bool) -> str:
+    target = f"Python {python} (any {python}.x) on Linux {PLATFORM.replace('-', ' ')}"
+    if deploy:
+        what = (
+            f"# What a deployment installs on {target}: requirements.txt\n"
+            f"# at the versions of {lock_path(python, Path()).name}, each with the sha256 of its files:\n"
+            "#   pip install --require-hashes --no-deps -r <this file>\n"
+            f"# {OWN} itself is not here: deploy plugins/ (or `pip install --no-deps .` from a checkout).\n"
+        )
+    else:
+        what = (
+            f"# What `make venv` installs on {target}: every distribution,\n"
+            "# at one version, with the sha256 of each of its files.\n"
+            f"# {OWN} itself is not here: `make venv` installs it editable, apart.\n"
+        )
+    return what + (
         f"# Generated by `make lock` (tools/lock.py: uv {uv_version} pip compile --generate-hashes) from\n"
-        f"# {', '.join(INPUTS)}, with PyPI as it was at {EXCLUDE_NEWER}.\n"
-        f"# Do not edit by hand. {OWN} itself is not here: `make venv` installs it editable, apart.\n"
+        f"# {', '.join(INPUTS)}, with PyPI as it was at {EXCLUDE_NEWER}. Do not edit by hand.\n"
     )
 
 
-def compile_lock(python: str, root: Path, out: Path) -> None:
-    """Resolve ``requirements-dev.txt`` under ``root`` for ``python`` into ``out`` (which must not exist yet)."""
+def compile_lock(python: str, root: Path, out: Path, *, held_to: Path | None = None) -> None:
+    """Resolve ``requirements-dev.txt`` under ``root`` for ``python`` into ``out`` (which must not exist
+    yet); with ``held_to`` (a lock), resolve ``requirements.txt`` alone, constrained to its versions."""
     uv, uv_version = _uv()
     # `out` does not exist: uv reads no earlier pins from it, so the result is a fresh resolution.
     args = [
-        str(uv), "pip", "compile", "requirements-dev.txt",
+        str(uv), "pip", "compile", "requirements.txt" if held_to else "requirements-dev.txt",
+        # No "# via" lines: they would name the constraint file by its temporary path.
+        *(["--constraint", str(held_to), "--no-annotate"] if held_to else []),
         "--output-file", str(out),
         "--python-version", python,
         "--python-platform", PLATFORM,
@@ -78,52 +105,55 @@ def compile_lock(python: str, root: Path, out: Path) -> None:
         "--no-emit-package", OWN,
         "--no-header",
         "--no-config",
+        # The venv's Python runs the build backend when uv reads this package's metadata (`.`); without
+        # it, uv looks for (and would download) an interpreter of the target version for that.
+        "--python", sys.executable,
+        "--no-python-downloads",
         "--quiet",
     ]
     proc = subprocess.run(args, cwd=root, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"lock: uv pip compile failed for Python {python}:\n{proc.stderr.strip()}")
-    out.write_text(header(python, uv_version) + out.read_text())
+    out.write_text(_header(python, uv_version, deploy=held_to is not None) + out.read_text())
 
 
-def _fresh_locks(root: Path, tmp: Path) -> dict[str, Path]:
-    """Every lock resolved anew under ``tmp`` (one uv per Python version, side by side)."""
-    fresh = {python: tmp / lock_path(python, root).name for python in PYTHONS}
+def _fresh_locks(root: Path, tmp: Path) -> dict[Path, Path]:
+    """Every lock resolved anew into ``tmp`` (the Python versions side by side): committed path → fresh file."""
+    fresh = {committed: tmp / committed.name for committed in all_paths(root)}
     with ThreadPoolExecutor(max_workers=len(PYTHONS)) as pool:
-        for done in [pool.submit(compile_lock, python, root, out) for python, out in fresh.items()]:
+        for done in [pool.submit(compile_lock, p, root, fresh[lock_path(p, root)]) for p in PYTHONS]:
+            done.result()
+        for done in [pool.submit(compile_lock, p, root, fresh[deploy_path(p, root)], held_to=fresh[lock_path(p, root)])
+                     for p in PYTHONS]:
             done.result()
     return fresh
 
 
 def write(root: Path = ROOT) -> None:
+    (root / "requirements").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="rocm-nightly-lock-") as tmp:
-        for python, fresh in _fresh_locks(root, Path(tmp)).items():
-            target = lock_path(python, root)
-            target.parent.mkdir(exist_ok=True)
+        for target, fresh in _fresh_locks(root, Path(tmp)).items():
             target.write_text(fresh.read_text())
             print(f"lock: wrote {target.relative_to(root)}")
 
 
 def check(root: Path = ROOT) -> list[str]:
     """One message per lock that is missing or differs from a fresh resolution (with the difference)."""
-    problems = []
-    missing = [lock_path(p, root).relative_to(root) for p in PYTHONS if not lock_path(p, root).exists()]
+    missing = [path.relative_to(root) for path in all_paths(root) if not path.exists()]
     if missing:
         return [f"{name} is missing: run `make lock`" for name in missing]
+    problems = []
     with tempfile.TemporaryDirectory(prefix="rocm-nightly-lock-") as tmp:
-        for python, fresh in _fresh_locks(root, Path(tmp)).items():
-            committed = lock_path(python, root)
+        for committed, fresh in _fresh_locks(root, Path(tmp)).items():
             name = committed.relative_to(root)
             have, want = committed.read_text(), fresh.read_text()
             if have == want:
                 continue
             diff = list(difflib.unified_diff(have.splitlines(), want.splitlines(), f"{name} (committed)",
                                              f"{name} (from {', '.join(INPUTS)})", lineterm="", n=1))
-            shown = "\n".join(diff[:80]) + (f"\n... ({len(diff) - 80} more lines)" if len(diff) > 80 else "")
-            problems.append(
-                f"{name} is out of date: {', '.join(INPUTS[:-1])} or {INPUTS[-1]} changed without it. Run `make lock` "
-                f"and commit the lock.\n{shown}"
-            )
+            shown = "\n".join(diff[:60]) + (f"\n... ({len(diff) - 60} more lines)" if len(diff) > 60 else "")
+            problems.append(f"{name} is out of date: {', '.join(INPUTS[:-1])} or {INPUTS[-1]} changed "
+                            f"without it. Run `make lock` and commit the lock.\n{shown}")
     return problems
 
 
@@ -140,7 +170,7 @@ def main(argv: list[str]) -> int:
     for problem in problems:
         print(f"lock-check: {problem}", file=sys.stderr)
     if not problems:
-        print(f"lock-check: {', '.join(str(lock_path(p, root).relative_to(root)) for p in PYTHONS)} "
+        print(f"lock-check: {', '.join(str(p.relative_to(root)) for p in all_paths(root))} "
               f"match {', '.join(INPUTS)}")
     return 1 if problems else 0
 
