@@ -47,10 +47,10 @@ services-down: $(STAMP)  ## stop only what the project started
 services-status: $(STAMP)  ## say what runs and where
 	$(PY) include/scripts/services.py status
 
-lock: $(STAMP)  ## regenerate requirements/lock-py*.txt with uv (after changing requirements*.txt or pyproject.toml)
+lock: $(STAMP)  ## regenerate the hashed locks requirements/*.txt with uv (after changing requirements*.txt or pyproject.toml)
 	$(PY) tools/lock.py write
 
-lock-check: $(STAMP)  ## fail when requirements*.txt or pyproject.toml changed without the lock (needs PyPI)
+lock-check: $(STAMP)  ## fail when requirements*.txt or pyproject.toml changed without the locks (needs PyPI)
 	$(PY) tools/lock.py check
 
 lint: $(STAMP)  ## ruff (incl. banned module-level imports), mypy --strict on the package, import-linter
