@@ -133,7 +133,11 @@ def write(root: Path = ROOT) -> None:
     (root / "requirements").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="rocm-nightly-lock-") as tmp:
         for target, fresh in _fresh_locks(root, Path(tmp)).items():
-            target.write_text(fresh.read_text())
+            text = fresh.read_text()
+            if target.exists() and target.read_text() == text:
+                print(f"lock: {target.relative_to(root)} unchanged")
+                continue  # untouched, so `make venv` (which depends on the lock's time) stays a no-op
+            target.write_text(text)
             print(f"lock: wrote {target.relative_to(root)}")
 
 
