@@ -38,9 +38,8 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import DAG, TaskGroup, TriggerRule
 
-from rocm_release.airflow_params import release_params, variant_assets
-from rocm_release.config import load_config
-from rocm_release.operators import (
+from rocm_release.adapters.config_file import load_config
+from rocm_release.tasks.nightly import (
     BuildImageOperator,
     ChoosePathOperator,
     PromoteNightlyOperator,
@@ -50,7 +49,8 @@ from rocm_release.operators import (
     ResolveReleaseOperator,
     ReuseCachedImagesOperator,
 )
-from rocm_release.sensors import ArtifactSensor
+from rocm_release.tasks.params import release_params, variant_assets
+from rocm_release.tasks.sensors import ArtifactSensor
 
 CONFIG = load_config()
 

@@ -41,8 +41,8 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import DAG
 
-from rocm_release.config import load_config
-from rocm_release.retention_operators import ApplyRetentionOperator, PlanRetentionOperator, retention_params
+from rocm_release.adapters.config_file import load_config
+from rocm_release.tasks.retention import ApplyRetentionOperator, PlanRetentionOperator, retention_params
 
 CONFIG = load_config()
 

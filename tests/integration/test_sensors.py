@@ -58,9 +58,11 @@ from airflow.utils.state import TaskInstanceState
 from airflow.utils.types import DagRunType
 from sqlalchemy import func, select
 
-from rocm_release.config import CONFIG_ENV, ReleaseConfig, load_config
-from rocm_release.decision import Observation
-from rocm_release.plan import (
+from rocm_release.adapters.config_file import CONFIG_ENV, load_config
+from rocm_release.adapters.registry.ecr import EcrRegistry
+from rocm_release.core.config import ReleaseConfig
+from rocm_release.core.decision import Observation
+from rocm_release.core.plan import (
     LABEL_BASE_DIGEST,
     LABEL_BASE_KEY,
     LABEL_COMMIT,
@@ -72,8 +74,7 @@ from rocm_release.plan import (
     VariantPlan,
     make_plan,
 )
-from rocm_release.registry.ecr import EcrRegistry
-from rocm_release.sensors import RESOLVE_TASK, Artifact, ArtifactSensor
+from rocm_release.tasks.sensors import RESOLVE_TASK, Artifact, ArtifactSensor
 from tests.conftest import REPO, TEST_ENV
 from tests.integration.moto_server import moto_server as start_moto
 from tests.integration.registries import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from rocm_release.config import REPO_ROOT
+from rocm_release.adapters.config_file import REPO_ROOT
 
 _spec = importlib.util.spec_from_file_location("lock", REPO_ROOT / "tools" / "lock.py")
 assert _spec and _spec.loader

@@ -11,8 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rocm_release.config import REPO_ROOT, TAG_RE, Variant, load_config
-from rocm_release.plan import (
+from rocm_release.adapters.config_file import REPO_ROOT, load_config
+from rocm_release.core.config import Variant
+from rocm_release.core.names import TAG_RE
+from rocm_release.core.plan import (
     ParamsError,
     ReleaseParams,
     base_key,

@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
-from rocm_release.registry.base import OCI_MANIFEST, FatalRegistryError, TransientRegistryError
-from rocm_release.registry.ecr import EcrRegistry, classify_exception
+from rocm_release.adapters.registry.ecr import EcrRegistry, classify_exception
+from rocm_release.core.names import OCI_MANIFEST
+from rocm_release.core.registry import FatalRegistryError, TransientRegistryError
 
 HOST = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
 REPO = "rocm-nightly/tinyllm"
@@ -272,7 +273,7 @@ def test_login_credentials_from_an_injected_client(stubbed: tuple[EcrRegistry, A
 
 def test_importing_the_module_loads_no_aws_sdk() -> None:
     code = (
-        "import sys, rocm_release.registry.ecr as m; "
+        "import sys, rocm_release.adapters.registry.ecr as m; "
         "m.EcrRegistry('123456789012.dkr.ecr.us-east-1.amazonaws.com'); "
         "bad = [n for n in ('boto3', 'botocore', 'airflow') if n in sys.modules]; "
         "assert not bad, bad"

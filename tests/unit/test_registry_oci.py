@@ -20,16 +20,8 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from rocm_release.registry.base import (
-    DOCKER_MANIFEST_LIST,
-    OCI_INDEX,
-    OCI_MANIFEST,
-    FatalRegistryError,
-    ImageRegistry,
-    TransientRegistryError,
-)
-from rocm_release.registry.copy import copy_image
-from rocm_release.registry.oci import (
+from rocm_release.adapters.registry.image_copy import copy_image
+from rocm_release.adapters.registry.oci import (
     MalformedManifest,
     OciRegistry,
     ReferenceNotFound,
@@ -38,6 +30,8 @@ from rocm_release.registry.oci import (
     manifest_references,
     parse_challenge,
 )
+from rocm_release.core.names import DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST
+from rocm_release.core.registry import FatalRegistryError, ImageRegistry, TransientRegistryError
 
 HOST = "registry.test:5000"
 
@@ -225,7 +219,7 @@ def test_labels_that_are_not_strings_are_fatal() -> None:
 
 
 def test_manifest_references_rejects_descriptors_without_digest() -> None:
-    from rocm_release.registry.base import Manifest
+    from rocm_release.core.registry import Manifest
 
     bad = json.dumps({"mediaType": OCI_MANIFEST, "config": {"mediaType": "x", "size": 1}, "layers": []}).encode()
     with pytest.raises(MalformedManifest, match="config.digest"):
@@ -450,7 +444,7 @@ def test_from_connection_reads_host_port_scheme_credentials_and_extra() -> None:
 
 
 def test_from_login_uses_the_credentials_registry_as_host() -> None:
-    from rocm_release.registry.base import LoginCredentials
+    from rocm_release.core.registry import LoginCredentials
 
     reg = from_login(LoginCredentials("https://123.dkr.ecr.us-east-1.amazonaws.com", "AWS", "tok"),
                      connection_id="aws_default")

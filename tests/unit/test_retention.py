@@ -1,4 +1,4 @@
-"""Retention rules (rocm_release.retention): what is kept, what is deleted, and why — no services."""
+"""Retention rules (rocm_release.core.retention): what is kept, what is deleted, and why — no services."""
 
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ from typing import Any
 import pytest
 from fsspec.implementations.local import LocalFileSystem
 
-from rocm_release.config import PublicTags
-from rocm_release.plan import base_tag, base_wheels_tag, public_tag, release_tag, wheels_tag
-from rocm_release.registry.base import TagInfo
-from rocm_release.retention import (
+from rocm_release.core.config import PublicTagPatterns
+from rocm_release.core.plan import base_tag, base_wheels_tag, public_tag, release_tag, wheels_tag
+from rocm_release.core.registry import TagInfo
+from rocm_release.core.retention import (
     BaseUse,
-    Decision,
     Guard,
     Repository,
     RepositoryTags,
+    RetentionDecision,
     RetentionInputs,
     RetentionPlan,
     WheelFolder,
@@ -33,7 +33,7 @@ from rocm_release.retention import (
 V1, V2 = "rocm710", "rocm723"
 T0 = datetime(2026, 11, 1, 2, 0, tzinfo=UTC)
 STORE = "s3://wheels/rocm"
-TAGS = PublicTags()
+TAGS = PublicTagPatterns()
 CACHE = Repository("123456789012.dkr.ecr.us-east-1.amazonaws.com", "proj", ("cache",), deletes_by_digest=False)
 PUBLIC = Repository("registry.example", "proj/proj-rocm", ("public",), deletes_by_digest=True)
 KEY_OLD, KEY_USED, KEY_NEW = "0" * 15 + "1", "0" * 15 + "2", "0" * 15 + "3"
@@ -292,7 +292,7 @@ def test_folders_that_are_not_commits_are_never_touched() -> None:
 
 def test_a_tag_two_patterns_match_is_ambiguous_and_kept() -> None:
     # legal config, unlucky names: "nightly-{variant}" for rocm710 and "nightly-r{variant}" for ocm710
-    tags = PublicTags(base_nightly="nightly-r{variant}")
+    tags = PublicTagPatterns(base_nightly="nightly-r{variant}")
     inputs = make_inputs(built(sha(1), day(1)) + base(KEY_USED, day(0)),
                          [TagInfo("nightly-rocm710", digest("x"))], keep=1, variants=(V1, "ocm710"))
     plan = make_plan(replace(inputs, public_tags=tags))
@@ -428,5 +428,5 @@ def test_apply_refuses_keep_decisions_and_only_deletes_commit_folders(tmp_path: 
 def test_decisions_round_trip_through_xcom_json() -> None:
     plan = make_plan(make_inputs(built(sha(1), day(1)) + built(sha(2), day(2)) + base(KEY_USED, day(0)), keep=1))
     for d in plan.delete:
-        assert Decision.model_validate(d.model_dump(mode="json", exclude={"reason"})) == d.model_copy(
+        assert RetentionDecision.model_validate(d.model_dump(mode="json", exclude={"reason"})) == d.model_copy(
             update={"reason": ""})

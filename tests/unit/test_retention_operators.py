@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-from rocm_release.config import load_config
-from rocm_release.retention_operators import retention_params, retention_settings
+from rocm_release.adapters.config_file import load_config
+from rocm_release.tasks.retention import retention_params, retention_settings
 
 CONFIG = load_config()
 DEFAULTS = {name: param.value for name, param in retention_params(CONFIG).items()}

@@ -1,4 +1,4 @@
-"""The four artifact sensors: thin Airflow adapters around ``rocm_release.observe``.
+"""The four artifact sensors: thin Airflow adapters around ``rocm_release.adapters.observe``.
 
 Mode: **reschedule**, not deferrable. Between pokes the sensor holds no worker
 slot, Airflow enforces its timeout from the first poke's time stored in the
@@ -23,9 +23,9 @@ from typing import Any, Literal
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from rocm_release.plan import ReleasePlan
-from rocm_release.registry.base import FatalRegistryError, TransientRegistryError
-from rocm_release.wheels.store import FatalStoreError, TransientStoreError
+from rocm_release.adapters.store import FatalStoreError, TransientStoreError
+from rocm_release.core.plan import ReleasePlan
+from rocm_release.core.registry import FatalRegistryError, TransientRegistryError
 
 Artifact = Literal["base_image", "wheels_image", "release_image", "wheels_published"]
 RESOLVE_TASK = "resolve_release"
@@ -58,10 +58,10 @@ class ArtifactSensor(BaseSensorOperator):
 
     def poke(self, context: Any) -> bool | PokeReturnValue:
         """One observation: PokeReturnValue on an answer, False on an outage, fail on a fatal error."""
-        from rocm_release import observe
-        from rocm_release.config import load_config
-        from rocm_release.registry.factory import blob_registry_for, registry_for
-        from rocm_release.wheels.store import observe_published, store_root
+        from rocm_release.adapters import observe
+        from rocm_release.adapters.config_file import load_config
+        from rocm_release.adapters.registry.clients import blob_registry_for, registry_for
+        from rocm_release.adapters.store import observe_published, store_root
 
         plan = plan_from_xcom(context)
         if self.variant not in [v.name for v in plan.variants]:

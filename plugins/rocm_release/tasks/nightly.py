@@ -19,10 +19,19 @@ from airflow.providers.standard.operators.branch import BaseBranchOperator
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from rocm_release.config import ReleaseConfig, load_config
-from rocm_release.decision import Decision, Observation, decide
-from rocm_release.plan import ParamsError, ReleaseParams, ReleasePlan, RunKind, VariantPlan, make_plan, parse_params
-from rocm_release.sensors import plan_from_xcom
+from rocm_release.adapters.config_file import load_config
+from rocm_release.core.config import ReleaseConfig
+from rocm_release.core.decision import Observation, PathDecision, decide
+from rocm_release.core.plan import (
+    ParamsError,
+    ReleaseParams,
+    ReleasePlan,
+    RunKind,
+    VariantPlan,
+    make_plan,
+    parse_params,
+)
+from rocm_release.tasks.sensors import plan_from_xcom
 
 CACHE_ENV = "ROCM_NIGHTLY_CACHE_DIR"
 SENSOR_TASKS = {
@@ -82,8 +91,8 @@ class ResolveReleaseOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         """Validate everything before any side effect, then resolve the commit and the parents."""
-        from rocm_release.registry.factory import registry_for_reference
-        from rocm_release.source import GitMirror
+        from rocm_release.adapters.git import GitMirror
+        from rocm_release.adapters.registry.clients import registry_for_reference
 
         config = load_config()
         kind = run_kind(context["dag_run"].run_type)
@@ -179,11 +188,11 @@ class ChoosePathOperator(BaseBranchOperator):
         return [f"{self.variant}.{task}" for task in chosen]
 
 
-    def _log_dry_run(self, plan: ReleasePlan, v: VariantPlan, decision: Decision, run_id: str) -> None:
+    def _log_dry_run(self, plan: ReleasePlan, v: VariantPlan, decision: PathDecision, run_id: str) -> None:
         """Print what the run would do, command by command; do none of it."""
         import shlex
 
-        from rocm_release.build import StageInputs, planned_commands
+        from rocm_release.adapters.docker_build import StageInputs, planned_commands
 
         config = load_config()
         self.log.info("DRY RUN: %s would run %s; nothing runs.", self.variant,
@@ -208,12 +217,12 @@ class ChoosePathOperator(BaseBranchOperator):
                           v.nightly_wheels_url)
 
 
-def decision_from_xcom(context: Any, variant: str) -> Decision:
+def decision_from_xcom(context: Any, variant: str) -> PathDecision:
     """The decision ``choose_path`` made for a variant."""
     raw = context["ti"].xcom_pull(task_ids=f"{variant}.choose_path", key="decision")
     if raw is None:
         raise AirflowFailException(f"{variant}.choose_path left no decision")
-    return Decision.model_validate(raw)
+    return PathDecision.model_validate(raw)
 
 
 class ReuseCachedImagesOperator(BaseOperator):
@@ -276,9 +285,9 @@ class BuildImageOperator(_Timed):
         """Export the source at the commit, build, push; return kind → ``repo@sha256:…``."""
         import tempfile
 
-        from rocm_release.build import StageInputs, build_stage, docker_session
-        from rocm_release.registry.factory import registry_for
-        from rocm_release.source import GitMirror
+        from rocm_release.adapters.docker_build import StageInputs, build_stage, docker_session
+        from rocm_release.adapters.git import GitMirror
+        from rocm_release.adapters.registry.clients import registry_for
 
         plan = plan_from_xcom(context)
         v = plan.variant(self.variant)
@@ -389,8 +398,8 @@ class PushImagesOperator(_VariantOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         """Publish the four digests of this variant; return what was published."""
-        from rocm_release.images import push_images
-        from rocm_release.registry.factory import blob_registry_for, registry_for
+        from rocm_release.adapters.images import push_images
+        from rocm_release.adapters.registry.clients import blob_registry_for, registry_for
 
         plan, v = self._plan(context)
         config = load_config()
@@ -413,12 +422,12 @@ class PublishWheelsOperator(_VariantOperator):
         """Read /dist of the project and base wheels images through the registry API and publish them."""
         import tempfile
 
-        from rocm_release.images import digest_of
-        from rocm_release.registry.factory import blob_registry_for
-        from rocm_release.wheels.image import file_sink, read_dist
-        from rocm_release.wheels.publish import publish_wheels
-        from rocm_release.wheels.retag import retag_platform
-        from rocm_release.wheels.store import store_root
+        from rocm_release.adapters.images import digest_of
+        from rocm_release.adapters.registry.clients import blob_registry_for
+        from rocm_release.adapters.store import store_root
+        from rocm_release.adapters.wheel_retag import retag_platform
+        from rocm_release.adapters.wheels_image import file_sink, read_dist
+        from rocm_release.adapters.wheels_publish import publish_wheels
 
         plan, v = self._plan(context)
         config = load_config()
@@ -447,12 +456,12 @@ class PromoteNightlyOperator(_VariantOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         """Promote if this run may, and only if that is not a step back; say why either way."""
-        from rocm_release.images import alias_state, digest_of, ensure_tag
-        from rocm_release.promote import forwards, may_promote
-        from rocm_release.registry.factory import registry_for
-        from rocm_release.source import GitMirror, SourceError
-        from rocm_release.wheels.publish import promote_index, read_published
-        from rocm_release.wheels.store import store_root
+        from rocm_release.adapters.git import GitMirror, SourceError
+        from rocm_release.adapters.images import alias_state, digest_of, ensure_tag
+        from rocm_release.adapters.registry.clients import registry_for
+        from rocm_release.adapters.store import store_root
+        from rocm_release.adapters.wheels_publish import promote_index, read_published
+        from rocm_release.core.promotion import forwards, may_promote
 
         plan, v = self._plan(context)
         allowed = may_promote(plan)
@@ -507,9 +516,9 @@ class ReleaseSummaryOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         """Gather what the tasks handed on, print the report, and store it next to the wheels."""
-        from rocm_release.registry.factory import registry_for
-        from rocm_release.summary import install_commands, public_index_url, render_markdown, to_json
-        from rocm_release.wheels.store import store_root
+        from rocm_release.adapters.registry.clients import registry_for
+        from rocm_release.adapters.store import store_root
+        from rocm_release.core.report import install_commands, public_index_url, render_markdown, to_json
 
         plan = plan_from_xcom(context)
         config = load_config()
@@ -521,7 +530,7 @@ class ReleaseSummaryOperator(BaseOperator):
                 return ti.xcom_pull(task_ids=f"{_v}.{task}", key=key)
 
             raw_decision = pull("choose_path", "decision")
-            decision = Decision.model_validate(raw_decision) if raw_decision else None
+            decision = PathDecision.model_validate(raw_decision) if raw_decision else None
             pushed, wheels, promotion = pull("push_images"), pull("publish_wheels"), pull("promote_nightly")
             entry: dict[str, Any] = {
                 "path": ("reused: no build" if decision and decision.reuse

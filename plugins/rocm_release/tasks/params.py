@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from airflow.sdk import Asset, Param
 
-from rocm_release.config import ReleaseConfig
-from rocm_release.plan import COMMITISH_RE
+from rocm_release.core.config import ReleaseConfig
+from rocm_release.core.names import COMMITISH_RE
 
 
 def release_params(config: ReleaseConfig) -> dict[str, Param]:

@@ -28,7 +28,7 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
-from rocm_release.plan import COMMITISH_RE, SHA_RE
+from rocm_release.core.names import COMMITISH_RE, SHA_RE
 
 # Branches and tags only: a hosted repository's other refs (GitHub's refs/pull/*,
 # tens of thousands for vLLM) would multiply the mirror's size for nothing a

@@ -15,20 +15,12 @@ into "absent" would start a six-hour base rebuild (REFERENCE_PIPELINE.md §2.13)
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-
-# Manifest media types a reader must accept (Docker v2 and OCI, single images and indexes).
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-MANIFEST_MEDIA_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST, OCI_INDEX, DOCKER_MANIFEST_LIST)
+from rocm_release.core.names import DIGEST_RE
 
 
 class RegistryError(Exception):
@@ -116,8 +108,15 @@ class ImageRegistry(Protocol):
         """Point ``new_tag`` at an existing digest. Moves no layer bytes (a manifest PUT)."""
         ...
 
-    def list_tags(self, repository: str) -> Iterator[TagInfo]:
-        """Every tag of the repository, all pages, with push times where known."""
+    @property
+    def deletes_by_digest(self) -> bool:
+        """True when deleting a tag deletes its manifest, and so every tag on that digest (the OCI
+        Registry API); False when tags are deleted one by one (ECR)."""
+        ...
+
+    def list_tags(self, repository: str, *, with_push_times: bool = False) -> Iterator[TagInfo]:
+        """Every tag of the repository, all pages. Push times come where the listing has them (ECR)
+        or, when ``with_push_times``, at extra cost (OCI: a manifest and a config read per tag)."""
         ...
 
     def delete_tags(self, repository: str, tags: Sequence[str]) -> None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from rocm_release.decision import Observation
-from rocm_release.plan import (
+from rocm_release.adapters.wheels_image import BlobSource, UnverifiedWheels, read_dist
+from rocm_release.core.decision import Observation
+from rocm_release.core.plan import (
     LABEL_BASE_DIGEST,
     LABEL_BASE_KEY,
     LABEL_COMMIT,
@@ -22,8 +23,7 @@ from rocm_release.plan import (
     ReleasePlan,
     VariantPlan,
 )
-from rocm_release.registry.base import ImageRegistry
-from rocm_release.wheels.image import BlobSource, UnverifiedWheels, read_dist
+from rocm_release.core.registry import ImageRegistry
 
 
 class WheelsImageRegistry(ImageRegistry, BlobSource, Protocol):

@@ -4,7 +4,7 @@ The boto3 client comes from ``EcrHook(aws_conn_id=...)``, so the Airflow connect
 credentials, region and endpoint (``endpoint_url`` in its extra can point at a moto server).
 It is built on first use, never at import: boto3/botocore are imported inside functions only.
 
-Every call ends present, absent, or raises (see :mod:`rocm_release.registry.base`). Only
+Every call ends present, absent, or raises (see :mod:`rocm_release.core.registry`). Only
 ``ImageNotFoundException``/``RepositoryNotFoundException`` (and the matching ``BatchGetImage``
 failures) mean absent; throttling, 5xx and network errors are transient; refused credentials and
 anything we cannot read are fatal. botocore retries at most once (standard mode, two attempts):
@@ -28,11 +28,8 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from rocm_release.registry.base import (
-    DIGEST_RE,
-    DOCKER_MANIFEST_LIST,
-    MANIFEST_MEDIA_TYPES,
-    OCI_INDEX,
+from rocm_release.core.names import DIGEST_RE, INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES
+from rocm_release.core.registry import (
     FatalRegistryError,
     LoginCredentials,
     Lookup,
@@ -43,7 +40,7 @@ from rocm_release.registry.base import (
 )
 
 if TYPE_CHECKING:
-    from rocm_release.config import Registry as RegistryConfig
+    from rocm_release.core.config import Registry as RegistryConfig
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +53,6 @@ ECR_HOST_RE = re.compile(
 DELETE_BATCH = 100  # BatchDeleteImage accepts at most 100 imageIds per call.
 DESCRIBE_PAGE = 1000  # DescribeImages returns at most 1,000 images per page.
 MAX_CONFIG_BYTES = 32 * 1024 * 1024  # an image config is JSON metadata; anything bigger is not one
-INDEX_MEDIA_TYPES = (OCI_INDEX, DOCKER_MANIFEST_LIST)
 
 # botocore's own retries stay small (two attempts in all: botocore's ``max_attempts`` would count
 # retries only); the sensors poke again later instead.
@@ -229,6 +225,8 @@ class EcrRegistry:
 
     def __repr__(self) -> str:
         return f"EcrRegistry({self._host!r}, aws_conn_id={self._aws_conn_id!r})"
+
+    deletes_by_digest = False  # BatchDeleteImage removes tags; an image goes with its last tag
 
     @property
     def name(self) -> str:
@@ -480,8 +478,9 @@ class EcrRegistry:
                 raise _MalformedAnswer(f"PutImage tagged {tagged}, not {digest}")
             log.info("%s/%s:%s -> %s", self._host, repository, new_tag, digest)
 
-    def list_tags(self, repository: str) -> Iterator[TagInfo]:
-        """Every tag, all pages of DescribeImages (``page_size`` images per call).
+    def list_tags(self, repository: str, *, with_push_times: bool = False) -> Iterator[TagInfo]:
+        """Every tag, all pages of DescribeImages (``page_size`` images per call), always with push
+        times (``imagePushedAt`` comes free with the listing; ``with_push_times`` changes nothing).
 
         A repository that does not exist has no tags: that is a definitive, empty answer.
         """

@@ -35,19 +35,8 @@ from typing import Any, BinaryIO, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from packaging.utils import canonicalize_name
-from pydantic import BaseModel, ConfigDict
 
-from rocm_release.wheels.index import (
-    IndexLink,
-    IndexPageError,
-    parse_project_list,
-    parse_project_page,
-    project_list,
-    project_page,
-    wheel_href,
-)
-from rocm_release.wheels.retag import wheel_metadata
-from rocm_release.wheels.store import (
+from rocm_release.adapters.store import (
     FatalStoreError,
     StoreError,
     StorePath,
@@ -55,6 +44,17 @@ from rocm_release.wheels.store import (
     observe_published,
     read_text_or_none,
     sha256_or_none,
+)
+from rocm_release.adapters.wheel_retag import wheel_metadata
+from rocm_release.core.frozen import Frozen
+from rocm_release.core.index import (
+    IndexLink,
+    IndexPageError,
+    parse_project_list,
+    parse_project_page,
+    project_list,
+    project_page,
+    wheel_href,
 )
 
 Log = Callable[[str], None]
@@ -86,11 +86,7 @@ class NotPublished(RuntimeError):
     """Promotion was asked to point at a folder that is not a complete, verified publication."""
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PublishedFile(_Frozen):
+class PublishedFile(Frozen):
     """One wheel of a publication, as the index offers it."""
 
     filename: str
@@ -102,7 +98,7 @@ class PublishedFile(_Frozen):
     uploaded: bool
 
 
-class PublishedLink(_Frozen):
+class PublishedLink(Frozen):
     """One link of a published folder's index, as a reader finds it."""
 
     project: str
@@ -112,7 +108,7 @@ class PublishedLink(_Frozen):
     requires_python: str | None = None
 
 
-class Publication(_Frozen):
+class Publication(Frozen):
     """What a folder's index links; ``commit``/``variant``/``source`` are set on alias pages."""
 
     projects: tuple[str, ...]
@@ -306,7 +302,7 @@ def read_published(folder: StorePath, where: str) -> Publication | None:
 # --------------------------------------------------------------------------- internals
 
 
-class _LocalWheel(_Frozen):
+class _LocalWheel(Frozen):
     path: Path
     filename: str
     sha256: str

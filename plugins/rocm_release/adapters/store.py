@@ -13,8 +13,8 @@ from typing import Any, Protocol
 
 from packaging.utils import canonicalize_name
 
-from rocm_release.decision import Observation
-from rocm_release.wheels.index import IndexPageError, parse_project_list, parse_project_page
+from rocm_release.core.decision import Observation
+from rocm_release.core.index import IndexPageError, parse_project_list, parse_project_page
 
 
 class StoreError(Exception):

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
 
-from rocm_release.registry.base import DOCKER_MANIFEST_LIST, OCI_INDEX, Manifest
+from rocm_release.core.names import DOCKER_MANIFEST_LIST, OCI_INDEX
+from rocm_release.core.registry import Manifest
 
 SUMS_NAME = "SHA256SUMS"
 SUMS_LINE = re.compile(r"^(?P<sha>[0-9a-f]{64}) [ *](?P<name>[^/\s][^/]*)$")

@@ -28,7 +28,7 @@ The rules (REFERENCE_PIPELINE.md §1 "Retention", §2.6, §2.11), each explained
   tags, so there an old per-commit tag goes even when its image stays.
 
 ``plan_retention`` is pure: it takes what was listed and returns a :class:`RetentionPlan` with one
-:class:`Decision` per tag and folder. ``observe_retention``/``read_base_use`` list and read through
+:class:`RetentionDecision` per tag and folder. ``observe_retention``/``read_base_use`` list and read through
 injected clients; ``apply_retention`` deletes: tags in the public repository first, then wheel
 folders, the cache repository last (a commit's push times live there, so an interrupted run still
 knows how old the leftovers are). Nothing here imports Airflow.
@@ -43,18 +43,13 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from rocm_release.config import PublicTags, ReleaseConfig
-from rocm_release.plan import (
-    LABEL_BASE_DIGEST,
-    LABEL_BASE_KEY,
-    SHA_RE,
-    cache_tag_regexes,
-    public_tag,
-    tag_regex,
-)
-from rocm_release.registry.base import ImageRegistry, TagInfo
+from rocm_release.core.config import PublicTagPatterns, ReleaseConfig
+from rocm_release.core.frozen import Frozen
+from rocm_release.core.names import SHA_RE
+from rocm_release.core.plan import LABEL_BASE_DIGEST, LABEL_BASE_KEY, cache_tag_regexes, public_tag, tag_regex
+from rocm_release.core.registry import ImageRegistry, TagInfo
 
 Log = Callable[[str], None]
 Role = Literal["cache", "public"]
@@ -117,7 +112,7 @@ class RetentionInputs:
     store_url: str
     keep_commits: int
     variants: tuple[str, ...]
-    public_tags: PublicTags
+    public_tags: PublicTagPatterns
     nightly_folders: Mapping[str, str | None] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -150,11 +145,7 @@ class ImageToInspect:
 # --------------------------------------------------------------------------- the plan
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Decision(_Frozen):
+class RetentionDecision(Frozen):
     """Delete or keep one tag or wheel folder, and why."""
 
     action: Literal["delete", "keep"]
@@ -182,7 +173,7 @@ class Decision(_Frozen):
         return f"{verb:<12} {self.target:<6} {self.reference}{digest} — {self.reason}"
 
 
-class CommitRank(_Frozen):
+class CommitRank(Frozen):
     """One commit: its push time, its place among the commits (newest first) and the verdict."""
 
     commit: str
@@ -199,20 +190,20 @@ class CommitRank(_Frozen):
         return f"{rank:>6} {self.commit} {when:<32} {verdict:<6} — {'; '.join(self.reasons)}"
 
 
-class RetentionPlan(_Frozen):
+class RetentionPlan(Frozen):
     """Every decision of one retention run, with the commit ranking they follow from."""
 
     keep_commits: int = Field(ge=1)
     commits: tuple[CommitRank, ...]
-    decisions: tuple[Decision, ...]
+    decisions: tuple[RetentionDecision, ...]
 
     @property
-    def delete(self) -> list[Decision]:
+    def delete(self) -> list[RetentionDecision]:
         """What goes, in plan order."""
         return [d for d in self.decisions if d.action == "delete"]
 
     @property
-    def keep(self) -> list[Decision]:
+    def keep(self) -> list[RetentionDecision]:
         """What stays, with the reason."""
         return [d for d in self.decisions if d.action == "keep"]
 
@@ -427,7 +418,7 @@ def plan_retention(inputs: RetentionInputs, base_use: Mapping[str, BaseUse | Non
     analysis = _analyse(inputs)
     kept = analysis.kept_commits
     ranks = analysis.ranks
-    decisions: list[Decision] = []
+    decisions: list[RetentionDecision] = []
     base_reasons = _base_reasons(analysis, base_use)
 
     def commit_reason(commit: str) -> str:
@@ -440,32 +431,33 @@ def plan_retention(inputs: RetentionInputs, base_use: Mapping[str, BaseUse | Non
                                   "digest": t.info.digest, "variant": t.variant}
         if t.kind is None:
             kind: DecisionKind = "ambiguous" if t.ambiguous else "unknown"
-            decisions.append(Decision(action="keep", kind=kind, reason=t.note, **common))
+            decisions.append(RetentionDecision(action="keep", kind=kind, reason=t.note, **common))
         elif t.kind in ALIAS_KINDS:
-            decisions.append(Decision(action="keep", kind=t.kind, reason="a nightly alias: never deleted", **common))
+            decisions.append(RetentionDecision(action="keep", kind=t.kind, reason="a nightly alias: never deleted",
+                                               **common))
         elif t.kind in PER_COMMIT_KINDS:
             assert t.commit is not None
             action: Literal["delete", "keep"] = "keep" if t.commit in kept else "delete"
-            decisions.append(Decision(action=action, kind=t.kind, commit=t.commit, reason=commit_reason(t.commit),
-                                      **common))
+            decisions.append(RetentionDecision(action=action, kind=t.kind, commit=t.commit,
+                                               reason=commit_reason(t.commit), **common))
         else:  # a base unit
             assert t.variant is not None and t.key is not None
             keep, why = base_reasons[(t.variant, t.key)]
-            decisions.append(Decision(action="keep" if keep else "delete", kind=t.kind, base_key=t.key,
+            decisions.append(RetentionDecision(action="keep" if keep else "delete", kind=t.kind, base_key=t.key,
                                       reason=why, **common))
 
     store = inputs.store_url.rstrip("/")
     for folder in sorted(inputs.wheel_folders, key=lambda f: f.name):
         common = {"target": "folder", "location": store, "name": folder.name}
         if folder.name == NIGHTLY_FOLDER:
-            decisions.append(Decision(action="keep", kind="nightly_folder",
+            decisions.append(RetentionDecision(action="keep", kind="nightly_folder",
                                       reason="the nightly alias folder: never deleted", **common))
         elif SHA_RE.match(folder.name):
             action = "keep" if folder.name in kept else "delete"
-            decisions.append(Decision(action=action, kind="commit_folder", commit=folder.name,
+            decisions.append(RetentionDecision(action=action, kind="commit_folder", commit=folder.name,
                                       reason=commit_reason(folder.name), **common))
         else:
-            decisions.append(Decision(action="keep", kind="unknown",
+            decisions.append(RetentionDecision(action="keep", kind="unknown",
                                       reason="not a commit folder: unknown, never touched", **common))
     decisions = _keep_shared_digests(inputs, decisions)
     commits = sorted(ranks.values(), key=lambda r: (r.rank is None, r.rank or 0, r.commit))
@@ -543,7 +535,7 @@ def _base_reasons(
     return verdicts
 
 
-def _keep_shared_digests(inputs: RetentionInputs, decisions: list[Decision]) -> list[Decision]:
+def _keep_shared_digests(inputs: RetentionInputs, decisions: list[RetentionDecision]) -> list[RetentionDecision]:
     """Where the registry deletes by digest, a doomed tag sharing a digest with a kept tag stays."""
     by_digest = {r.repository.location for r in inputs.repositories if r.repository.deletes_by_digest}
     kept_digest: dict[tuple[str, str], str] = {}
@@ -590,29 +582,18 @@ class CallCount:
         return ", ".join(f"{k}: {v}" for k, v in sorted(self.counts.items())) or "none"
 
 
-def _deletes_by_digest(registry: ImageRegistry) -> bool:
-    from rocm_release.registry.oci import OciRegistry
-
-    return isinstance(registry, OciRegistry)
-
-
 def list_repository(registry: ImageRegistry, repository: str, roles: tuple[Role, ...], *,
                     push_times: bool) -> RepositoryTags:
     """Every tag of a repository. An OCI registry reads push times (each image config's ``created``,
     one manifest GET per tag and one blob GET per config) only when ``push_times``; otherwise one
     HEAD per tag. ECR always has them (``imagePushedAt``, one DescribeImages per 1,000 images)."""
-    from rocm_release.registry.oci import OciRegistry
-
-    if isinstance(registry, OciRegistry):
-        tags = tuple(registry.list_tags(repository, with_push_times=push_times))
-    else:
-        tags = tuple(registry.list_tags(repository))
-    repo = Repository(registry.name, repository, roles, _deletes_by_digest(registry))
+    tags = tuple(registry.list_tags(repository, with_push_times=push_times))
+    repo = Repository(registry.name, repository, roles, registry.deletes_by_digest)
     return RepositoryTags(repo, tags)
 
 
 def _entries(store: FolderStore, path: str, where: str) -> list[dict[str, Any]]:
-    from rocm_release.wheels.store import classify
+    from rocm_release.adapters.store import classify
 
     try:
         listed = store.fs.ls(path, detail=True)
@@ -629,7 +610,7 @@ def _basename(entry: Mapping[str, Any]) -> str:
 
 def _newest_file_time(store: FolderStore, path: str, where: str) -> datetime | None:
     """The newest modification time of any file under ``path`` (one recursive listing)."""
-    from rocm_release.wheels.store import classify
+    from rocm_release.adapters.store import classify
 
     try:
         found = store.fs.find(path, detail=True)
@@ -655,7 +636,7 @@ def read_nightly_folders(store: FolderStore, store_url: str, calls: CallCount) -
     An alias whose index cannot be read fails the run (IndexPageError): retention cannot tell what it
     protects, so it deletes nothing.
     """
-    from rocm_release.wheels.publish import read_published
+    from rocm_release.adapters.wheels_publish import read_published
 
     root = store.path.rstrip("/")
     calls.add("store list")
@@ -754,7 +735,7 @@ def read_base_use(registry: ImageRegistry, images: Sequence[ImageToInspect], log
 # --------------------------------------------------------------------------- applying
 
 
-class Applied(_Frozen):
+class Applied(Frozen):
     """What ``apply_retention`` did."""
 
     tags_deleted: dict[str, int]
@@ -790,7 +771,7 @@ def delete_wheel_folder(store: FolderStore, store_url: str, name: str) -> bool:
 
     True when deleted, False when it was already gone.
     """
-    from rocm_release.wheels.store import classify
+    from rocm_release.adapters.store import classify
 
     if not SHA_RE.match(name):
         raise ValueError(f"refusing to delete {name!r}: only <store>/<40-hex commit>/ folders are deleted")
@@ -806,7 +787,7 @@ def delete_wheel_folder(store: FolderStore, store_url: str, name: str) -> bool:
 
 
 def apply_retention(
-    deletions: Sequence[Decision],
+    deletions: Sequence[RetentionDecision],
     *,
     targets: Mapping[str, tuple[ImageRegistry, str]],
     cache_location: str,
@@ -824,7 +805,7 @@ def apply_retention(
     counts as done, so a retry converges.
     """
     skipped: list[str] = []
-    todo: list[Decision] = []
+    todo: list[RetentionDecision] = []
     protected_commits = set(guard.commits) if guard else set()
     if guard:
         for d in deletions:  # the commit whose release image an alias now points to

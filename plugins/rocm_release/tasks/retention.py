@@ -1,4 +1,4 @@
-"""The retention DAG's operators: thin Airflow adapters around :mod:`rocm_release.retention`.
+"""The retention DAG's operators: thin Airflow adapters around :mod:`rocm_release.core.retention`.
 
 ``plan_retention`` lists, reads labels, plans and prints every decision; ``apply_retention`` reads
 the nightly aliases once more and deletes what the plan named, unless the run is a dry run. Heavy
@@ -14,9 +14,10 @@ from airflow.sdk import BaseOperator, Param
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rocm_release.config import ReleaseConfig, load_config
-from rocm_release.operators import run_kind
-from rocm_release.plan import describe_param_errors
+from rocm_release.adapters.config_file import load_config
+from rocm_release.core.config import ReleaseConfig
+from rocm_release.core.plan import describe_param_errors
+from rocm_release.tasks.nightly import run_kind
 
 PLAN_TASK = "plan_retention"
 
@@ -60,16 +61,16 @@ def retention_settings(context: Any, config: ReleaseConfig) -> tuple[bool, int]:
 
 
 def _store(config: ReleaseConfig) -> Any:
-    from rocm_release.wheels.store import store_root
+    from rocm_release.adapters.store import store_root
 
     return store_root(config.wheel_store.url, config.wheel_store.connection_id)
 
 
 def _fatal(exc: Exception) -> Exception:
     """Credentials refused, a refusal to delete, an unreadable answer: retrying will not help."""
-    from rocm_release.registry.base import FatalRegistryError
-    from rocm_release.wheels.index import IndexPageError
-    from rocm_release.wheels.store import FatalStoreError
+    from rocm_release.adapters.store import FatalStoreError
+    from rocm_release.core.index import IndexPageError
+    from rocm_release.core.registry import FatalRegistryError
 
     if isinstance(exc, FatalRegistryError | FatalStoreError | IndexPageError):
         return AirflowFailException(str(exc))
@@ -83,8 +84,8 @@ class PlanRetentionOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         """Plan and print every decision; hand the deletions to ``apply_retention`` (XCom)."""
-        from rocm_release.registry.factory import registry_for
-        from rocm_release.retention import (
+        from rocm_release.adapters.registry.clients import registry_for
+        from rocm_release.core.retention import (
             CallCount,
             images_to_inspect,
             observe_retention,
@@ -124,8 +125,8 @@ class ApplyRetentionOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         """Public tags, then wheel folders, then cache tags; an alias that moved since the plan wins."""
-        from rocm_release.registry.factory import registry_for
-        from rocm_release.retention import Decision, apply_retention, read_guard
+        from rocm_release.adapters.registry.clients import registry_for
+        from rocm_release.core.retention import RetentionDecision, apply_retention, read_guard
 
         planned = context["ti"].xcom_pull(task_ids=PLAN_TASK)
         if not planned:
@@ -135,7 +136,7 @@ class ApplyRetentionOperator(BaseOperator):
                 f"dry run: nothing deleted ({len(planned['delete'])} tags/folders would be); "
                 f"the plan and every reason are in {PLAN_TASK}'s log")
         config = load_config()
-        deletions = [Decision.model_validate(d) for d in planned["delete"]]
+        deletions = [RetentionDecision.model_validate(d) for d in planned["delete"]]
         cache, public = registry_for(config.cache_registry), registry_for(config.public_registry)
         cache_location = f"{cache.name}/{config.cache_registry.repository}"
         targets = {

@@ -37,13 +37,16 @@ from typing import IO, Any, NoReturn, Protocol
 
 import httpx
 
-from rocm_release.registry.base import (
+from rocm_release.core.names import (
     DIGEST_RE,
-    DOCKER_MANIFEST,
-    DOCKER_MANIFEST_LIST,
+    IMAGE_MEDIA_TYPES,
+    INDEX_MEDIA_TYPES,
     MANIFEST_MEDIA_TYPES,
-    OCI_INDEX,
-    OCI_MANIFEST,
+    REPOSITORY_MAX,
+    REPOSITORY_RE,
+    TAG_RE,
+)
+from rocm_release.core.registry import (
     FatalRegistryError,
     LoginCredentials,
     Lookup,
@@ -64,8 +67,6 @@ MAX_MANIFEST_BYTES = 4 << 20
 MAX_SMALL_BLOB_BYTES = 64 << 20
 MAX_ERROR_BODY = 64 << 10
 
-INDEX_MEDIA_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
-IMAGE_MEDIA_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 ACCEPT_MANIFESTS = ", ".join(MANIFEST_MEDIA_TYPES)
 # Registry error codes that mean "definitively not there".
 ABSENT_CODES = frozenset({"MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_UNKNOWN"})
@@ -78,9 +79,6 @@ LABEL_PLATFORM = ("linux", "amd64")
 
 # Grammar from the distribution reference package: lower-case path components, a tag of
 # at most 128 word characters. Checked before a name goes into a URL path.
-_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
-REPOSITORY_RE = re.compile(rf"^{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*$")
-TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
 _HOST_RE = re.compile(r"^[A-Za-z0-9.-]+(?::[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?$")
 _CHALLENGE_PARAM_RE = re.compile(r'([A-Za-z_]+)\s*=\s*(?:"([^"]*)"|([^,\s]*))')
 
@@ -104,7 +102,7 @@ def sha256_digest(data: bytes) -> str:
 
 def check_repository(repository: str) -> str:
     """The repository name, or ValueError naming the grammar it breaks."""
-    if not REPOSITORY_RE.match(repository) or len(repository) > 255:
+    if not REPOSITORY_RE.match(repository) or len(repository) > REPOSITORY_MAX:
         raise ValueError(
             f"repository name {repository!r} is not valid: lower-case components "
             f"[a-z0-9] separated by '.', '_', '__' or '-', joined by '/'"
@@ -430,6 +428,9 @@ class OciRegistry:
         self._bearer: _Challenge | None = None
 
     # -- plumbing ----------------------------------------------------------------------------
+
+    # The Registry API deletes manifests: every tag on the digest goes with it.
+    deletes_by_digest = True
 
     @property
     def name(self) -> str:

@@ -10,20 +10,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict
-
-from rocm_release.plan import DIGEST_RE, LABEL_COMMIT, ReleasePlan, VariantPlan
-from rocm_release.registry.base import ImageRegistry
-from rocm_release.registry.copy import BlobRegistry, copy_image
+from rocm_release.adapters.registry.image_copy import BlobRegistry, copy_image
+from rocm_release.core.frozen import Frozen
+from rocm_release.core.names import DIGEST_RE
+from rocm_release.core.plan import LABEL_COMMIT, ReleasePlan, VariantPlan
+from rocm_release.core.registry import ImageRegistry
 
 Log = Callable[[str], None]
 KINDS = ("base", "base_wheels", "wheels", "release")
 
 
-class PushedImages(BaseModel):
+class PushedImages(Frozen):
     """What ``push_images`` published for one variant: digests and the public references."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     digests: dict[str, str]
     public: dict[str, str]

@@ -14,9 +14,11 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
-from rocm_release.config import TAG_RE, ReleaseConfig, Variant
+from rocm_release.core.config import ReleaseConfig, Variant
+from rocm_release.core.frozen import Frozen
+from rocm_release.core.names import COMMITISH_RE, DIGEST_RE, SHA_RE, TAG_RE
 
 # Bump when the meaning of a key or a label changes: every cached image then counts as absent.
 SCHEMA_VERSION = 1
@@ -24,10 +26,6 @@ KEY_HEX = 16
 
 RunKind = Literal["scheduled", "manual", "backfill"]
 
-SHA_RE = re.compile(r"^[0-9a-f]{40}$")
-# What a manual run may name: a full or abbreviated SHA, or a ref (branch/tag) name.
-COMMITISH_RE = re.compile(r"^(?!-)(?!.*\.\.)(?!.*//)[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
-DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 # Labels every image we build carries (DESIGN.md: "labels recording every input").
 LABEL_PREFIX = "dev.rocm-nightly."
@@ -41,10 +39,6 @@ LABEL_SOURCE = "org.opencontainers.image.source"
 
 ImageKind = Literal["base", "base_wheels", "wheels", "release"]
 IMAGE_KINDS: tuple[ImageKind, ...] = ("base", "base_wheels", "wheels", "release")
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 # --------------------------------------------------------------------------- names
@@ -165,7 +159,7 @@ def base_key(
 # --------------------------------------------------------------------------- params
 
 
-class ReleaseParams(_Frozen):
+class ReleaseParams(Frozen):
     """A run's Params, validated: what a manual trigger (or a backfill's conf) may ask for."""
 
     commit: str | None = None
@@ -220,7 +214,7 @@ def parse_params(raw: Mapping[str, object], config: ReleaseConfig) -> ReleasePar
 # --------------------------------------------------------------------------- the plan
 
 
-class CacheTags(_Frozen):
+class CacheTags(Frozen):
     """Tags of the four images of one variant in the cache registry."""
 
     base: str
@@ -229,7 +223,7 @@ class CacheTags(_Frozen):
     release: str
 
 
-class PublicTags(_Frozen):
+class PublicTags(Frozen):
     """The tags one variant's images get in the public registry."""
 
     nightly: str
@@ -238,7 +232,7 @@ class PublicTags(_Frozen):
     base_nightly_commit: str
 
 
-class VariantPlan(_Frozen):
+class VariantPlan(Frozen):
     """Everything one variant's tasks need; computed once by ``make_plan``."""
 
     variant: Variant
@@ -257,7 +251,7 @@ class VariantPlan(_Frozen):
         return self.variant.name
 
 
-class ReleasePlan(_Frozen):
+class ReleasePlan(Frozen):
     """A frozen description of one release: the commit, the run kind and every name it uses."""
 
     schema_version: int = SCHEMA_VERSION

@@ -17,18 +17,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
-
-from rocm_release.plan import LABEL_BASE_DIGEST, LABEL_BASE_KEY
+from rocm_release.core.frozen import Frozen
+from rocm_release.core.plan import LABEL_BASE_DIGEST, LABEL_BASE_KEY
 
 Build = Literal["build_base_image", "build_wheels", "build_release_image"]
 BUILD_ORDER: tuple[Build, ...] = ("build_base_image", "build_wheels", "build_release_image")
 
 
-class Observation(BaseModel):
+class Observation(Frozen):
     """What one sensor found: present (with digest and labels) or absent, and why."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     present: bool
     digest: str | None = None
@@ -42,10 +40,9 @@ class Observation(BaseModel):
         return Observation(present=False, reason=reason)
 
 
-class Decision(BaseModel):
+class PathDecision(Frozen):
     """The builds to run, in order, and the observations they were decided on (after demotion)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     builds: tuple[Build, ...]
     base: Observation
@@ -82,7 +79,7 @@ def decide(
     wheels_published: Observation,
     base_key: str,
     force_rebuild: bool,
-) -> Decision:
+) -> PathDecision:
     """Apply DESIGN.md's table. Pure: the same observations always give the same builds."""
     if force_rebuild:
         forced = "force_rebuild was requested"
@@ -119,7 +116,7 @@ def decide(
             ("published wheels", wheels_published),
         )
     )
-    return Decision(
+    return PathDecision(
         builds=builds,
         base=base,
         wheels_image=wheels_image,

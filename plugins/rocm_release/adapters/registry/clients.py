@@ -6,11 +6,11 @@ import ipaddress
 import re
 from typing import TYPE_CHECKING
 
-from rocm_release.config import Registry
-from rocm_release.registry.base import ImageRegistry
+from rocm_release.core.config import Registry
+from rocm_release.core.registry import ImageRegistry
 
 if TYPE_CHECKING:
-    from rocm_release.registry.oci import OciRegistry
+    from rocm_release.adapters.registry.oci import OciRegistry
 
 DOCKER_HUB = "registry-1.docker.io"
 _REF_RE = re.compile(
@@ -22,10 +22,10 @@ _REF_RE = re.compile(
 def registry_for(reg: Registry) -> ImageRegistry:
     """The client for a configured registry; an OCI registry's credentials come from its connection."""
     if reg.kind == "ecr":
-        from rocm_release.registry.ecr import EcrRegistry
+        from rocm_release.adapters.registry.ecr import EcrRegistry
 
         return EcrRegistry.from_config(reg)
-    from rocm_release.registry.oci import OciRegistry
+    from rocm_release.adapters.registry.oci import OciRegistry
 
     if not reg.connection_id:
         return OciRegistry(reg.host, scheme=reg.scheme)
@@ -71,17 +71,17 @@ def registry_for_reference(ref: str, known: list[Registry]) -> tuple[ImageRegist
     for reg in known:
         if reg.host == host:
             return registry_for(reg), repo, tag, digest
-    from rocm_release.registry.oci import OciRegistry
+    from rocm_release.adapters.registry.oci import OciRegistry
 
     return OciRegistry(host, scheme="http" if is_loopback(host) else "https"), repo, tag, digest
 
 
 def blob_registry_for(reg: Registry) -> OciRegistry:
     """A client that can also stream blobs: ECR through its Registry v2 API with an ECR login token."""
-    from rocm_release.registry.oci import OciRegistry, from_login
+    from rocm_release.adapters.registry.oci import OciRegistry, from_login
 
     if reg.kind == "ecr":
-        from rocm_release.registry.ecr import EcrRegistry
+        from rocm_release.adapters.registry.ecr import EcrRegistry
 
         return from_login(EcrRegistry.from_config(reg).login_credentials(), scheme="https")
     client = registry_for(reg)

@@ -1,33 +1,26 @@
-"""The release configuration: a typed, validated model of one YAML file.
+"""The release configuration: a typed, validated model of one YAML document.
 
-The file is named by the environment variable ``ROCM_NIGHTLY_CONFIG`` (a path,
-absolute or relative to the repository root); without it the embedded vLLM
-config ``include/config/vllm.yaml`` is used. Unknown keys are errors, and
-every error names the file, the field, the bad value and what is allowed.
+``parse_config`` validates text; reading the file named by ``ROCM_NIGHTLY_CONFIG``
+is ``adapters.config_file.load_config``. Unknown keys are errors, and every error
+names the file, the field, the bad value and what is allowed.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import string
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
-CONFIG_ENV = "ROCM_NIGHTLY_CONFIG"
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CONFIG = REPO_ROOT / "include" / "config" / "vllm.yaml"
+from rocm_release.core.frozen import Frozen
+from rocm_release.core.names import REPOSITORY_MAX, REPOSITORY_RE, TAG_RE
 
-# An OCI tag: https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-manifests
-TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 NAME_RE = r"^[a-z][a-z0-9]{1,31}$"
 # Placeholders a public tag pattern may use, with the longest value each can take.
 TAG_FIELDS = {"variant": "v" * 32, "commit": "0" * 40}
-# A repository path component (OCI distribution spec), joined by "/".
-REPOSITORY_RE = r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$"
 BUILD_ARG_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 ARCH_RE = r"^gfx[0-9a-f]{3,4}[a-z0-9:+-]*$"
 
@@ -36,7 +29,7 @@ class ConfigError(ValueError):
     """The config file cannot be used; the message names the file and every bad field."""
 
 
-class _Strict(BaseModel):
+class _Strict(Frozen):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
 
@@ -99,7 +92,7 @@ class Registry(_Strict):
 
     kind: Literal["ecr", "oci"]
     host: Annotated[str, Field(pattern=r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$")]
-    repository: Annotated[str, Field(pattern=REPOSITORY_RE, max_length=255)]
+    repository: Annotated[str, Field(pattern=REPOSITORY_RE.pattern, max_length=REPOSITORY_MAX)]
     connection_id: str | None = None
     scheme: Literal["https", "http"] = "https"
 
@@ -123,7 +116,7 @@ class Build(_Strict):
     timeout_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = 360
 
 
-class PublicTags(_Strict):
+class PublicTagPatterns(_Strict):
     """Tag patterns in the public registry. Placeholders: ``{variant}``, ``{commit}``."""
 
     nightly: str = "nightly-{variant}"
@@ -148,7 +141,7 @@ class PublicTags(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _distinct(self) -> PublicTags:
+    def _distinct(self) -> PublicTagPatterns:
         patterns = [self.nightly, self.nightly_commit, self.base_nightly, self.base_nightly_commit]
         if len(set(patterns)) != len(patterns):
             raise ValueError("the four public tag patterns must differ")
@@ -184,7 +177,7 @@ class ReleaseConfig(_Strict):
     wheel_store: WheelStore
     build: Build = Build()
     schedule: str | None = "0 2 * * *"
-    public_tags: PublicTags = PublicTags()
+    public_tags: PublicTagPatterns = PublicTagPatterns()
     retention: Retention = Retention()
     sensors: Sensors = Sensors()
 
@@ -217,46 +210,30 @@ def _describe(error: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def _expand_repo_root(value: object) -> object:
+def _expand_repo_root(value: object, root: str) -> object:
     """Replace the literal ``${REPO_ROOT}`` in every string (the demo config's local paths)."""
     if isinstance(value, str):
-        return value.replace("${REPO_ROOT}", str(REPO_ROOT))
+        return value.replace("${REPO_ROOT}", root)
     if isinstance(value, dict):
-        return {k: _expand_repo_root(v) for k, v in value.items()}
+        return {k: _expand_repo_root(v, root) for k, v in value.items()}
     if isinstance(value, list):
-        return [_expand_repo_root(v) for v in value]
+        return [_expand_repo_root(v, root) for v in value]
     return value
 
 
-def parse_config(text: str, source: str = "<string>") -> ReleaseConfig:
-    """Validate YAML text into a ReleaseConfig, or raise ConfigError naming ``source`` and each field."""
+def parse_config(text: str, source: str = "<string>", *, repo_root: str | None = None) -> ReleaseConfig:
+    """Validate YAML text into a ReleaseConfig, or raise ConfigError naming ``source`` and each field.
+
+    ``repo_root`` replaces ``${REPO_ROOT}`` in strings (the demo config's local paths)."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
-    data = _expand_repo_root(data)
+    if repo_root is not None:
+        data = _expand_repo_root(data, repo_root)
     try:
         return ReleaseConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"{source}: invalid release config:\n{_describe(exc)}") from exc
-
-
-def config_path() -> Path:
-    """The config file in use: ``$ROCM_NIGHTLY_CONFIG`` (relative to the repo root) or vllm.yaml."""
-    named = os.environ.get(CONFIG_ENV)
-    if not named:
-        return DEFAULT_CONFIG
-    path = Path(named)
-    return path if path.is_absolute() else REPO_ROOT / path
-
-
-def load_config(path: Path | None = None) -> ReleaseConfig:
-    """Read and validate the config file (``config_path()`` unless given)."""
-    path = path or config_path()
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the release config ({exc.strerror}); set {CONFIG_ENV}") from exc
-    return parse_config(text, str(path))

@@ -22,8 +22,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rocm_release.plan import (
-    DIGEST_RE,
+from rocm_release.adapters.git import redact
+from rocm_release.core.names import DIGEST_RE
+from rocm_release.core.plan import (
     LABEL_BASE_DIGEST,
     LABEL_BASE_KEY,
     LABEL_COMMIT,
@@ -36,8 +37,7 @@ from rocm_release.plan import (
     ReleasePlan,
     VariantPlan,
 )
-from rocm_release.registry.base import ImageRegistry, LoginCredentials
-from rocm_release.source import redact
+from rocm_release.core.registry import ImageRegistry, LoginCredentials
 
 DOCKER_CLI_ENV = "ROCM_NIGHTLY_DOCKER_CLI"
 PUSH_DIGEST_RE = re.compile(r"digest: (?P<digest>sha256:[0-9a-f]{64}) size: [0-9]+")

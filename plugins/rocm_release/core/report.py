@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from rocm_release.plan import ReleasePlan, VariantPlan
+from rocm_release.core.plan import ReleasePlan, VariantPlan
 
 
 def install_commands(plan: ReleasePlan, v: VariantPlan, index_url: str, project: str,

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from rocm_release.plan import ReleasePlan
+from rocm_release.core.plan import ReleasePlan
 
 
 @dataclass(frozen=True)

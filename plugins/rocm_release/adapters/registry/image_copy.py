@@ -25,15 +25,15 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import IO, Protocol
 
-from rocm_release.registry.base import FatalRegistryError, Lookup, Manifest
-from rocm_release.registry.oci import (
-    INDEX_MEDIA_TYPES,
+from rocm_release.adapters.registry.oci import (
     BlobReader,
     Descriptor,
     MalformedManifest,
     check_tag,
     manifest_references,
 )
+from rocm_release.core.names import INDEX_MEDIA_TYPES
+from rocm_release.core.registry import FatalRegistryError, Lookup, Manifest
 
 log = logging.getLogger(__name__)
 

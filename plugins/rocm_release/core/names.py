@@ -1,0 +1,31 @@
+"""The grammar facts, written once: OCI tag, repository and digest syntax, commit names, media types.
+
+Config validation, the plan, the registry clients and retention all use these; none keeps a copy.
+Source: the OCI distribution spec (https://github.com/opencontainers/distribution-spec/blob/main/spec.md
+"Pulling manifests") and the image spec's media types. ASCII only: ``\\w`` would accept ``ñightly``.
+"""
+
+from __future__ import annotations
+
+import re
+
+# An OCI tag: [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}.
+TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+# A repository name: path components joined by "/" (at most 255 characters in all).
+REPOSITORY_RE = re.compile(rf"^{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*$")
+REPOSITORY_MAX = 255
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+# A full git commit SHA (the plan always carries one).
+SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+# What a manual run may name: a full or abbreviated SHA, or a ref (branch/tag) name.
+COMMITISH_RE = re.compile(r"^(?!-)(?!.*\.\.)(?!.*//)[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
+
+# Manifest media types a reader must accept (Docker v2 and OCI, single images and indexes).
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+MANIFEST_MEDIA_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST, OCI_INDEX, DOCKER_MANIFEST_LIST)
+INDEX_MEDIA_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
+IMAGE_MEDIA_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
