@@ -28,6 +28,7 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
+from rocm_release.core.errors import FatalError, TransientError
 from rocm_release.core.names import COMMITISH_RE, SHA_RE
 
 # Branches and tags only: a hosted repository's other refs (GitHub's refs/pull/*,
@@ -43,6 +44,22 @@ DEFAULT_TIMEOUT = 30 * 60.0
 
 class SourceError(RuntimeError):
     """A ref, commit or file cannot be found or git failed; the message names the ref and repository."""
+
+
+class FatalSourceError(SourceError, FatalError):
+    """Asking again will not help: an unknown commit, ref, branch or file, a refused credential, bad input."""
+
+
+class TransientSourceError(SourceError, TransientError):
+    """The remote did not answer (unreachable, timed out, 5xx): fetching again later may work."""
+
+
+# git's words for a remote that refused us (as opposed to one that did not answer).
+_ACCESS_DENIED = re.compile(
+    r"Authentication failed|could not read Username|Permission denied|returned error: 40[13]|"
+    r"repository .* not found|does not appear to be a git repository|Repository not found",
+    re.IGNORECASE,
+)
 
 
 def redact(url: str) -> str:
@@ -78,7 +95,7 @@ class GitMirror:
     ) -> None:
         url = url.strip()
         if not URL_RE.match(url):
-            raise SourceError(
+            raise FatalSourceError(
                 f"repository URL {redact(url)!r} is not one git may fetch here "
                 "(https://, http://, ssh://, git://, file:// or user@host:path)"
             )
@@ -110,9 +127,10 @@ class GitMirror:
                 cmd, stdout=stdout, stderr=subprocess.PIPE, env=env, timeout=self.timeout, check=False
             )
         except subprocess.TimeoutExpired as exc:
-            raise SourceError(f"{what} in {redact(self.url)}: git timed out after {self.timeout:.0f}s") from exc
+            raise TransientSourceError(
+                f"{what} in {redact(self.url)}: git timed out after {self.timeout:.0f}s") from exc
         except OSError as exc:
-            raise SourceError(f"{what} in {redact(self.url)}: cannot run {self.git!r}: {exc.strerror}") from exc
+            raise FatalSourceError(f"{what} in {redact(self.url)}: cannot run {self.git!r}: {exc.strerror}") from exc
         if check and proc.returncode != 0:
             raise SourceError(f"{what} in {redact(self.url)}: {_stderr(proc)}")
         return proc
@@ -160,11 +178,17 @@ class GitMirror:
                 shutil.rmtree(fresh, ignore_errors=True)
 
     def _fetch(self, git_dir: Path) -> None:
-        self._run(
+        """Fetch from the remote: a refusal is fatal, no answer (unreachable, timeout, 5xx) transient."""
+        proc = self._run(
             ["fetch", "--quiet", "--prune", "--no-write-fetch-head", "origin"],
             git_dir=git_dir,
+            check=False,
             what="fetching",
         )
+        if proc.returncode != 0:
+            detail = _stderr(proc)
+            kind = FatalSourceError if _ACCESS_DENIED.search(detail) else TransientSourceError
+            raise kind(f"fetching in {redact(self.url)}: {detail}")
 
     def has_commit(self, sha: str) -> bool:
         """Whether the mirror holds commit ``sha`` (a full 40-hex SHA); no network."""
@@ -182,7 +206,7 @@ class GitMirror:
             return
         self.update()
         if not self.has_commit(sha):
-            raise SourceError(f"commit {sha} is not on any branch or tag of {redact(self.url)}")
+            raise FatalSourceError(f"commit {sha} is not on any branch or tag of {redact(self.url)}")
 
     # ------------------------------------------------------------------ questions
 
@@ -197,7 +221,7 @@ class GitMirror:
         )
         sha = proc.stdout.decode().strip()
         if proc.returncode != 0 or not SHA_RE.match(sha):
-            raise SourceError(
+            raise FatalSourceError(
                 f"unknown commit or ref {ref_or_sha!r} in {redact(self.url)} "
                 "(not a branch, a tag, or an unambiguous SHA of a commit on a branch or tag)"
             )
@@ -228,7 +252,7 @@ class GitMirror:
         )
         sha = proc.stdout.decode().strip()
         if not SHA_RE.match(sha):
-            raise SourceError(
+            raise FatalSourceError(
                 f"branch {branch!r} of {redact(self.url)} has no commit at or before {when.isoformat()} "
                 "(committer time)"
             )
@@ -248,7 +272,7 @@ class GitMirror:
             ["cat-file", "blob", "--end-of-options", f"{full}:{clean}"], check=False, what=f"reading {clean}"
         )
         if proc.returncode != 0:
-            raise SourceError(f"no file {clean!r} at commit {full} of {redact(self.url)}")
+            raise FatalSourceError(f"no file {clean!r} at commit {full} of {redact(self.url)}")
         return proc.stdout
 
     def is_ancestor(self, ancestor: str, descendant: str) -> bool:
@@ -309,7 +333,7 @@ class GitMirror:
             what=f"looking up {ref}",
         )
         if proc.returncode != 0:
-            raise SourceError(f"unknown branch {name!r} in {redact(self.url)}")
+            raise FatalSourceError(f"unknown branch {name!r} in {redact(self.url)}")
 
 
 # ---------------------------------------------------------------------- validation
@@ -318,7 +342,7 @@ class GitMirror:
 def _check_ref(ref: str, url: str, *, what: str = "commit or ref") -> None:
     """Refuse anything but a plain SHA or ref name: no options, no revision syntax (``~``, ``^``, ``..``)."""
     if not isinstance(ref, str) or not COMMITISH_RE.match(ref):
-        raise SourceError(
+        raise FatalSourceError(
             f"{what} {ref!r} for {redact(url)} is not a commit SHA or a branch/tag name "
             "(letters, digits, '.', '_', '/', '-'; no leading '-', no '..')"
         )
@@ -326,14 +350,14 @@ def _check_ref(ref: str, url: str, *, what: str = "commit or ref") -> None:
 
 def _check_sha(sha: str) -> None:
     if not SHA_RE.match(sha):
-        raise SourceError(f"{sha!r} is not a full 40-hex commit SHA")
+        raise FatalSourceError(f"{sha!r} is not a full 40-hex commit SHA")
 
 
 def _check_path(path: str, url: str) -> str:
     """A relative POSIX path inside the tree, normalised; SourceError otherwise."""
     parts = PurePosixPath(path).parts
     if not path or path.startswith("/") or ".." in parts or any(c in path for c in "\0\n\r"):
-        raise SourceError(f"path {path!r} for {redact(url)} must be relative to the tree root, without '..'")
+        raise FatalSourceError(f"path {path!r} for {redact(url)} must be relative to the tree root, without '..'")
     return str(PurePosixPath(*parts))
 
 

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from packaging.utils import canonicalize_name
 
 from rocm_release.core.decision import Observation
+from rocm_release.core.errors import FatalError, TransientError
 from rocm_release.core.index import IndexPageError, parse_project_list, parse_project_page
 
 
@@ -21,11 +22,11 @@ class StoreError(Exception):
     """A store call without a definitive answer; names the path."""
 
 
-class TransientStoreError(StoreError):
+class TransientStoreError(StoreError, TransientError):
     """Outage, timeout, throttling: ask again later."""
 
 
-class FatalStoreError(StoreError):
+class FatalStoreError(StoreError, FatalError):
     """Access denied or an unreadable answer: a person must act."""
 
 

@@ -33,17 +33,19 @@ from typing import NamedTuple
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
+from rocm_release.core.errors import FatalError
+
 LINUX_PLATFORM = re.compile(r"^linux_(?P<arch>[a-z0-9_]+)$")
 MANYLINUX_PLATFORM = re.compile(r"^manylinux(?:_\d+_\d+|1|2010|2014)_(?P<arch>[a-z0-9_]+)$")
 # wheel's own lower bound for zip timestamps (zip cannot store dates before 1980).
 MIN_ZIP_EPOCH = 315532800
 
 
-class RetagError(ValueError):
+class RetagError(ValueError, FatalError):
     """A wheel that cannot be re-tagged for this variant (wrong architecture, not Linux, broken)."""
 
 
-class WheelMetadataError(ValueError):
+class WheelMetadataError(ValueError, FatalError):
     """A wheel whose METADATA/WHEEL disagree with its file name, or that cannot be read."""
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
 
+from rocm_release.core.errors import FatalError
 from rocm_release.core.names import DOCKER_MANIFEST_LIST, OCI_INDEX
 from rocm_release.core.registry import Manifest
 
@@ -25,7 +26,7 @@ SUMS_NAME = "SHA256SUMS"
 SUMS_LINE = re.compile(r"^(?P<sha>[0-9a-f]{64}) [ *](?P<name>[^/\s][^/]*)$")
 
 
-class UnverifiedWheels(ValueError):
+class UnverifiedWheels(ValueError, FatalError):
     """The image's /dist does not match its SHA256SUMS (or has none): it must not be published."""
 
 

@@ -46,6 +46,7 @@ from rocm_release.adapters.store import (
     sha256_or_none,
 )
 from rocm_release.adapters.wheel_retag import wheel_metadata
+from rocm_release.core.errors import FatalError
 from rocm_release.core.frozen import Frozen
 from rocm_release.core.index import (
     IndexLink,
@@ -82,7 +83,7 @@ class UploadMismatch(FatalStoreError):
     """A file read back after upload does not have the bytes we sent (another writer, or corruption)."""
 
 
-class NotPublished(RuntimeError):
+class NotPublished(RuntimeError, FatalError):
     """Promotion was asked to point at a folder that is not a complete, verified publication."""
 
 

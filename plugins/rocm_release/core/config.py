@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from rocm_release.core.errors import FatalError
 from rocm_release.core.frozen import Frozen
 from rocm_release.core.names import REPOSITORY_MAX, REPOSITORY_RE, TAG_RE
 
@@ -25,7 +26,7 @@ BUILD_ARG_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 ARCH_RE = r"^gfx[0-9a-f]{3,4}[a-z0-9:+-]*$"
 
 
-class ConfigError(ValueError):
+class ConfigError(ValueError, FatalError):
     """The config file cannot be used; the message names the file and every bad field."""
 
 

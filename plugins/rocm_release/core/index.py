@@ -20,6 +20,8 @@ from urllib.parse import quote, unquote, urldefrag
 
 from packaging.utils import canonicalize_name
 
+from rocm_release.core.errors import FatalError
+
 SHA_FRAGMENT = re.compile(r"^sha256=(?P<sha>[0-9a-f]{64})$")
 
 
@@ -76,7 +78,7 @@ class _Anchors(HTMLParser):
             self.anchors.append(dict(attrs))
 
 
-class IndexPageError(ValueError):
+class IndexPageError(ValueError, FatalError):
     """A page that is not a valid index page for our purposes (a link without sha256, …)."""
 
 

@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationError, field_validator
 
 from rocm_release.core.config import ReleaseConfig, Variant
+from rocm_release.core.errors import FatalError
 from rocm_release.core.frozen import Frozen
 from rocm_release.core.names import COMMITISH_RE, DIGEST_RE, SHA_RE, TAG_RE
 
@@ -181,7 +182,7 @@ class ReleaseParams(Frozen):
         return value
 
 
-class ParamsError(ValueError):
+class ParamsError(ValueError, FatalError):
     """Bad Params: the message names each bad param and what is allowed."""
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from rocm_release.core.errors import FatalError, TransientError
 from rocm_release.core.names import DIGEST_RE
 
 
@@ -35,11 +36,11 @@ class RegistryError(Exception):
         super().__init__(f"{registry}/{repository}{conn}: {detail}")
 
 
-class TransientRegistryError(RegistryError):
+class TransientRegistryError(RegistryError, TransientError):
     """Outage, timeout, throttling, 5xx: the answer may be different if asked again."""
 
 
-class FatalRegistryError(RegistryError):
+class FatalRegistryError(RegistryError, FatalError):
     """Credentials refused (401/403) or an answer we cannot read: asking again will not help."""
 
 
