@@ -48,11 +48,13 @@ import pytest
 import yaml
 
 from rocm_release.adapters.config_file import REPO_ROOT
-from rocm_release.adapters.docker_build import LABEL_RUN_ID, StageInputs, build_stage, docker_cli, docker_session
+from rocm_release.adapters.docker_build import build_stage, docker_cli, docker_session
 from rocm_release.adapters.git import GitMirror
 from rocm_release.adapters.registry.oci import OciRegistry
 from rocm_release.adapters.wheels_image import layer_digests, read_dist
+from rocm_release.core.build_commands import LABEL_RUN_ID, StageInputs
 from rocm_release.core.config import ReleaseConfig, parse_config
+from rocm_release.core.params import ReleaseParams
 from rocm_release.core.plan import (
     LABEL_BASE_DIGEST,
     LABEL_BASE_KEY,
@@ -61,7 +63,6 @@ from rocm_release.core.plan import (
     LABEL_SCHEMA,
     LABEL_VARIANT,
     SCHEMA_VERSION,
-    ReleaseParams,
     ReleasePlan,
     make_plan,
 )

@@ -62,6 +62,7 @@ from rocm_release.adapters.config_file import CONFIG_ENV, load_config
 from rocm_release.adapters.registry.ecr import EcrRegistry
 from rocm_release.core.config import ReleaseConfig
 from rocm_release.core.decision import Observation
+from rocm_release.core.params import ReleaseParams
 from rocm_release.core.plan import (
     LABEL_BASE_DIGEST,
     LABEL_BASE_KEY,
@@ -69,7 +70,6 @@ from rocm_release.core.plan import (
     LABEL_SCHEMA,
     LABEL_VARIANT,
     SCHEMA_VERSION,
-    ReleaseParams,
     ReleasePlan,
     VariantPlan,
     make_plan,

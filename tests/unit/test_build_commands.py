@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rocm_release.adapters.docker_build import (
+from rocm_release.core.build_commands import (
     BuildError,
     StageInputs,
     build_command,

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 from rocm_release.core.errors import FatalError, TransientError
-from rocm_release.core.names import COMMITISH_RE, SHA_RE
+from rocm_release.core.names import COMMITISH_RE, SHA_RE, redact
 
 # Branches and tags only: a hosted repository's other refs (GitHub's refs/pull/*,
 # tens of thousands for vLLM) would multiply the mirror's size for nothing a
@@ -37,8 +37,6 @@ from rocm_release.core.names import COMMITISH_RE, SHA_RE
 DEFAULT_REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
 # URL forms git may fetch from; anything else (ext::, fd::, a bare word) is refused.
 URL_RE = re.compile(r"^(?:(?:https?|ssh|git|file)://[^\s]+|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+)$")
-# user:password@ in a URL: redacted from every message.
-_CREDENTIALS_RE = re.compile(r"(?<=://)[^/@\s]+@")
 DEFAULT_TIMEOUT = 30 * 60.0
 
 
@@ -60,11 +58,6 @@ _ACCESS_DENIED = re.compile(
     r"repository .* not found|does not appear to be a git repository|Repository not found",
     re.IGNORECASE,
 )
-
-
-def redact(url: str) -> str:
-    """The URL without any ``user:password@`` part, fit for logs and error messages."""
-    return _CREDENTIALS_RE.sub("***@", url)
 
 
 def mirror_dir_name(url: str) -> str:

@@ -15,13 +15,12 @@ base is a new digest, so everything on top of it is rebuilt with it.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping, Sequence
 
+from rocm_release.core.errors import HandOffError
 from rocm_release.core.frozen import Frozen
-from rocm_release.core.plan import LABEL_BASE_DIGEST, LABEL_BASE_KEY
-
-Build = Literal["build_base_image", "build_wheels", "build_release_image"]
-BUILD_ORDER: tuple[Build, ...] = ("build_base_image", "build_wheels", "build_release_image")
+from rocm_release.core.plan import IMAGE_KINDS, LABEL_BASE_DIGEST, LABEL_BASE_KEY, ReleasePlan
+from rocm_release.core.task_ids import BUILD_ORDER, BUILD_RELEASE_IMAGE, BUILD_WHEELS, BuildTask
 
 
 class Observation(Frozen):
@@ -44,7 +43,7 @@ class PathDecision(Frozen):
     """The builds to run, in order, and the observations they were decided on (after demotion)."""
 
 
-    builds: tuple[Build, ...]
+    builds: tuple[BuildTask, ...]
     base: Observation
     wheels_image: Observation
     release_image: Observation
@@ -100,11 +99,11 @@ def decide(
         wheels_published = wheels_published.absent("the wheels image is rebuilt")
 
     if not base.present:
-        builds: tuple[Build, ...] = BUILD_ORDER
+        builds: tuple[BuildTask, ...] = BUILD_ORDER
     elif not wheels_image.present:
-        builds = ("build_wheels", "build_release_image")
+        builds = (BUILD_WHEELS, BUILD_RELEASE_IMAGE)
     elif not release_image.present:
-        builds = ("build_release_image",)
+        builds = (BUILD_RELEASE_IMAGE,)
     else:
         builds = ()
     reasons = tuple(
@@ -124,3 +123,34 @@ def decide(
         wheels_published=wheels_published,
         reasons=reasons,
     )
+
+
+def observed_refs(plan: ReleasePlan, decision: PathDecision) -> dict[str, str]:
+    """Pinned cache refs (kind → ``host/repo@sha256:…``) of the images the sensors saw present."""
+    observed = {
+        "base": decision.base.digest,
+        "base_wheels": decision.base.paired_digest,
+        "wheels": decision.wheels_image.digest,
+        "release": decision.release_image.digest,
+    }
+    return {kind: plan.cache_ref(digest) for kind, digest in observed.items() if digest}
+
+
+def reuse_refs(plan: ReleasePlan, decision: PathDecision) -> dict[str, str]:
+    """Every image exists: the four observed digests, pinned; HandOffError naming any that is missing."""
+    refs = observed_refs(plan, decision)
+    missing = sorted(set(IMAGE_KINDS) - set(refs))
+    if missing:
+        raise HandOffError(f"reuse chosen but no digest observed for {missing}")
+    return refs
+
+
+def current_refs(plan: ReleasePlan, decision: PathDecision,
+                 built: Sequence[Mapping[str, str] | None]) -> dict[str, str]:
+    """The pinned refs of a variant's four images: what this run built (``built``, in build order)
+    over what the sensors saw."""
+    refs = observed_refs(plan, decision)
+    for step in built:
+        if step:
+            refs.update(step)
+    return refs

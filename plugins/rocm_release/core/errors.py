@@ -20,3 +20,7 @@ class FatalError(Exception):
 
 class TransientError(Exception):
     """The service did not answer definitively; asking again later may succeed."""
+
+
+class HandOffError(FatalError):
+    """An upstream task left no (or an unusable) XCom: the run's own data is inconsistent."""

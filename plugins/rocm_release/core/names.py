@@ -29,3 +29,11 @@ OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 MANIFEST_MEDIA_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST, OCI_INDEX, DOCKER_MANIFEST_LIST)
 INDEX_MEDIA_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
 IMAGE_MEDIA_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
+
+# The userinfo of a URL (``scheme://user:password@host/…``).
+_CREDENTIALS_RE = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+def redact(url: str) -> str:
+    """The URL without any ``user:password@`` part, fit for logs, labels and error messages."""
+    return _CREDENTIALS_RE.sub("***@", url)

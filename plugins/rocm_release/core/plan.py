@@ -14,12 +14,12 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field
 
 from rocm_release.core.config import ReleaseConfig, Variant
-from rocm_release.core.errors import FatalError
 from rocm_release.core.frozen import Frozen
-from rocm_release.core.names import COMMITISH_RE, DIGEST_RE, SHA_RE, TAG_RE
+from rocm_release.core.names import DIGEST_RE, SHA_RE, TAG_RE
+from rocm_release.core.params import ReleaseParams
 
 # Bump when the meaning of a key or a label changes: every cached image then counts as absent.
 SCHEMA_VERSION = 1
@@ -157,61 +157,6 @@ def base_key(
     return hashlib.sha256(canonical).hexdigest()[:KEY_HEX]
 
 
-# --------------------------------------------------------------------------- params
-
-
-class ReleaseParams(Frozen):
-    """A run's Params, validated: what a manual trigger (or a backfill's conf) may ask for."""
-
-    commit: str | None = None
-    variants: tuple[str, ...] | None = None
-    force_rebuild: bool = False
-    promote: bool = False
-    dry_run: bool = False
-
-    @field_validator("commit", mode="before")
-    @classmethod
-    def _commitish(cls, value: object) -> object:
-        if value in (None, ""):
-            return None
-        if not isinstance(value, str) or not COMMITISH_RE.match(value):
-            raise ValueError(
-                "must be a commit SHA (7-40 hex) or a branch/tag name "
-                "(letters, digits, '.', '_', '/', '-'; no '..', no leading '-')"
-            )
-        return value
-
-
-class ParamsError(ValueError, FatalError):
-    """Bad Params: the message names each bad param and what is allowed."""
-
-
-def describe_param_errors(exc: ValidationError, allowed: list[str]) -> str:
-    """One message naming each bad param, its value and what is allowed."""
-    problems = []
-    for e in exc.errors():
-        name = ".".join(str(p) for p in e["loc"])
-        if e["type"] == "extra_forbidden":
-            problems.append(f"param {name!r}: unknown param; allowed params: {allowed}")
-        else:
-            problems.append(f"param {name!r}: {e['msg']} (got {e.get('input')!r})")
-    return "; ".join(problems)
-
-
-def parse_params(raw: Mapping[str, object], config: ReleaseConfig) -> ReleaseParams:
-    """Validate raw Params against the model and the configured variants."""
-    try:
-        params = ReleaseParams.model_validate(dict(raw))
-    except ValidationError as exc:
-        raise ParamsError(describe_param_errors(exc, sorted(ReleaseParams.model_fields))) from exc
-    if params.variants is not None:
-        known = [v.name for v in config.variants]
-        unknown = [v for v in params.variants if v not in known]
-        if unknown or not params.variants:
-            raise ParamsError(f"param 'variants': unknown {unknown or '(empty list)'}; allowed: {known}")
-    return params
-
-
 # --------------------------------------------------------------------------- the plan
 
 
@@ -273,6 +218,8 @@ class ReleasePlan(Frozen):
     store_url: str
     summary_url: str
     variants: tuple[VariantPlan, ...]
+    # The config as resolve_release read it: later tasks (on any worker) use this, never the file.
+    config: ReleaseConfig
 
     def variant(self, name: str) -> VariantPlan:
         """The plan of one variant; KeyError naming the planned ones otherwise."""
@@ -391,4 +338,5 @@ def make_plan(
         store_url=store,
         summary_url=f"{store}/{commit}/RELEASE.md",
         variants=tuple(plans),
+        config=config,
     )

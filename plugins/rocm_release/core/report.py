@@ -1,7 +1,8 @@
 """The release report: one per run, a JSON document and its Markdown rendering.
 
-Built from what the tasks handed on through XCom; the operator stores both at
-``<store>/<commit>/RELEASE.md`` / ``RELEASE.json`` and prints the Markdown.
+Built from what the tasks handed on through XCom (``VariantResults``); ``adapters.steps``
+adds the image sizes, stores both at ``<store>/<commit>/RELEASE.md`` / ``RELEASE.json``, and
+the task prints the Markdown.
 """
 
 from __future__ import annotations
@@ -9,7 +10,71 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from rocm_release.core.decision import PathDecision
+from rocm_release.core.frozen import Frozen
 from rocm_release.core.plan import ReleasePlan, VariantPlan
+
+OUTCOME_PUBLISHED = "published"
+OUTCOME_DRY_RUN = "dry run (nothing published)"
+OUTCOME_FAILED = "FAILED"
+
+
+class VariantResults(Frozen):
+    """What one variant's tasks handed on (None where a task did not run or failed)."""
+
+    decision: PathDecision | None = None
+    pushed: dict[str, Any] | None = None
+    wheels: list[dict[str, Any]] | None = None
+    promotion: dict[str, Any] | None = None
+    durations: dict[str, float] = {}
+
+    def complete(self, plan: ReleasePlan) -> bool:
+        """Images pushed and wheels published (or a dry run, which publishes nothing)."""
+        return plan.dry_run or (self.pushed is not None and self.wheels is not None)
+
+    def digests(self) -> dict[str, str]:
+        """kind → digest of what push_images published."""
+        return dict((self.pushed or {}).get("digests", {}))
+
+
+def _path(decision: PathDecision | None) -> str:
+    if decision is None:
+        return "no decision (failed early)"
+    return "reused: no build" if decision.reuse else f"built: {', '.join(decision.builds)}"
+
+
+def variant_entry(plan: ReleasePlan, v: VariantPlan, results: VariantResults,
+                  sizes: dict[str, int]) -> dict[str, Any]:
+    """One variant's part of the report: path and why, digests, sizes, wheels, promotion, commands."""
+    index = public_index_url(plan.config.wheel_store.public_url, plan.store_url, v.wheels_url)
+    entry: dict[str, Any] = {
+        "path": _path(results.decision),
+        "reasons": list(results.decision.reasons) if results.decision else [],
+        "digests": results.digests(),
+        "public": (results.pushed or {}).get("public", {}),
+        "wheels": results.wheels or [],
+        "promotion": results.promotion,
+        "durations": results.durations,
+        "index_url": index,
+        "commands": install_commands(plan, v, index, plan.project, results.digests().get("release")),
+    }
+    if sizes:
+        entry["sizes"] = sizes
+    return entry
+
+
+def build_report(plan: ReleasePlan, results: dict[str, VariantResults], sizes: dict[str, dict[str, int]], *,
+                 run_id: str, generated: str) -> dict[str, Any]:
+    """The whole report. ``outcome`` is published only when every variant pushed and published."""
+    complete = all(results[v.name].complete(plan) for v in plan.variants)
+    outcome = OUTCOME_DRY_RUN if plan.dry_run else OUTCOME_PUBLISHED if complete else OUTCOME_FAILED
+    return {
+        "project": plan.project, "commit": plan.commit,
+        "commit_time": plan.commit_time.isoformat() if plan.commit_time else None,
+        "run_kind": plan.run_kind, "run_id": run_id, "as_of": plan.as_of.isoformat(),
+        "dry_run": plan.dry_run, "outcome": outcome, "generated": generated,
+        "variants": {v.name: variant_entry(plan, v, results[v.name], sizes.get(v.name, {})) for v in plan.variants},
+    }
 
 
 def install_commands(plan: ReleasePlan, v: VariantPlan, index_url: str, project: str,

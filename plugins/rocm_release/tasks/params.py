@@ -1,4 +1,4 @@
-"""The DAG's Params: a JSON-schema form in the trigger UI, validated again by ``parse_params``."""
+"""The DAGs' Params: JSON-schema forms in the trigger UI, validated again in the worker (``core.params``)."""
 
 from __future__ import annotations
 
@@ -55,4 +55,20 @@ def variant_assets(variant: str) -> dict[str, Asset]:
     return {
         "images": Asset(name=f"rocm_nightly.{variant}.images"),
         "wheels": Asset(name=f"rocm_nightly.{variant}.wheels"),
+    }
+
+
+def retention_params(config: ReleaseConfig) -> dict[str, Param]:
+    """Params of the trigger form. Their defaults apply to manual runs only: a scheduled run deletes."""
+    return {
+        "dry_run": Param(
+            True, type="boolean", title="Dry run",
+            description="Manual runs: print what would be deleted and kept, and why; delete nothing. "
+            "Untick (or pass dry_run=false) to delete. Scheduled runs always delete.",
+        ),
+        "keep_commits": Param(
+            None, type=["null", "integer"], minimum=1, maximum=10_000, title="Commits to keep",
+            description=f"How many of the newest commits (by push time) to keep. "
+            f"Empty: the config's retention.keep_commits ({config.retention.keep_commits}).",
+        ),
     }

@@ -18,25 +18,15 @@ connection.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowSkipException
 
-from rocm_release.adapters.store import FatalStoreError, TransientStoreError
-from rocm_release.core.plan import ReleasePlan
-from rocm_release.core.registry import FatalRegistryError, TransientRegistryError
-
-Artifact = Literal["base_image", "wheels_image", "release_image", "wheels_published"]
-RESOLVE_TASK = "resolve_release"
-
-
-def plan_from_xcom(context: Any) -> ReleasePlan:
-    """The plan ``resolve_release`` computed; fails clearly when it is missing."""
-    raw = context["ti"].xcom_pull(task_ids=RESOLVE_TASK)
-    if not raw:
-        raise AirflowFailException(f"no ReleasePlan in the XCom of {RESOLVE_TASK!r}; did it run?")
-    return ReleasePlan.model_validate(raw)
+from rocm_release.core.errors import TransientError
+from rocm_release.core.task_ids import Artifact
+from rocm_release.tasks.context import plan_from_xcom
+from rocm_release.tasks.policy import fail_fast
 
 
 class ArtifactSensor(BaseSensorOperator):
@@ -56,34 +46,20 @@ class ArtifactSensor(BaseSensorOperator):
         self.artifact = artifact
         self.variant = variant
 
+    @fail_fast
     def poke(self, context: Any) -> bool | PokeReturnValue:
         """One observation: PokeReturnValue on an answer, False on an outage, fail on a fatal error."""
-        from rocm_release.adapters import observe
-        from rocm_release.adapters.config_file import load_config
-        from rocm_release.adapters.registry.clients import blob_registry_for, registry_for
-        from rocm_release.adapters.store import observe_published, store_root
+        from rocm_release.adapters.steps import observe_artifact
 
         plan = plan_from_xcom(context)
         if self.variant not in [v.name for v in plan.variants]:
             raise AirflowSkipException(f"variant {self.variant} is not selected in this run")
         v = plan.variant(self.variant)
-        config = load_config()
         try:
-            if self.artifact == "wheels_published":
-                folder = store_root(v.wheels_url, config.wheel_store.connection_id)
-                found = observe_published(folder, v.wheels_url)
-            elif self.artifact == "wheels_image":
-                # Verifying SHA256SUMS reads the /dist layers: a client that streams blobs.
-                found = observe.observe_wheels_image(blob_registry_for(config.cache_registry), plan, v)
-            elif self.artifact == "base_image":
-                found = observe.observe_base(registry_for(config.cache_registry), plan, v)
-            else:
-                found = observe.observe_release_image(registry_for(config.cache_registry), plan, v)
-        except (TransientRegistryError, TransientStoreError) as exc:
+            found = observe_artifact(plan, v, self.artifact)
+        except TransientError as exc:
             self.log.warning("No answer yet about %s of %s (poking again): %s", self.artifact, v.name, exc)
             return False
-        except (FatalRegistryError, FatalStoreError) as exc:
-            raise AirflowFailException(f"{self.artifact} of {v.name}: {exc}") from exc
         self.log.info(
             "%s of %s: %s%s%s", self.artifact, v.name, "PRESENT" if found.present else "ABSENT",
             f" {found.digest}" if found.digest else "", f" — {found.reason}" if found.reason else "",
