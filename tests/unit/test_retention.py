@@ -12,20 +12,18 @@ from typing import Any
 import pytest
 from fsspec.implementations.local import LocalFileSystem
 
+from rocm_release.adapters.retention import Guard, apply_retention, delete_wheel_folder
 from rocm_release.core.config import PublicTagPatterns
 from rocm_release.core.plan import base_tag, base_wheels_tag, public_tag, release_tag, wheels_tag
 from rocm_release.core.registry import TagInfo
 from rocm_release.core.retention import (
     BaseUse,
-    Guard,
     Repository,
     RepositoryTags,
     RetentionDecision,
     RetentionInputs,
     RetentionPlan,
     WheelFolder,
-    apply_retention,
-    delete_wheel_folder,
     images_to_inspect,
     plan_retention,
 )
