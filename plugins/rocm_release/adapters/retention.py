@@ -130,6 +130,29 @@ def read_nightly_folders(store: FolderStore, store_url: str, calls: CallCount) -
     return found
 
 
+def _list_repositories(config: ReleaseConfig, cache: ImageRegistry, public: ImageRegistry) -> list[RepositoryTags]:
+    """The cache repository with push times, and the public one (unless it is the same repository)."""
+    cache_cfg, public_cfg = config.cache_registry, config.public_registry
+    if (cache_cfg.host, cache_cfg.repository) == (public_cfg.host, public_cfg.repository):
+        return [list_repository(cache, cache_cfg.repository, ("cache", "public"), push_times=True)]
+    return [list_repository(cache, cache_cfg.repository, ("cache",), push_times=True),
+            list_repository(public, public_cfg.repository, ("public",), push_times=False)]
+
+
+def _dated_folders(folders: Sequence[WheelFolder], undated: set[str], store: FolderStore, store_url: str,
+                   calls: CallCount) -> tuple[WheelFolder, ...]:
+    """``folders`` with the newest file time of each ``undated`` one (one recursive listing each)."""
+    root = store.path.rstrip("/")
+    dated = []
+    for folder in folders:
+        when = None
+        if folder.name in undated:
+            calls.add("store list")
+            when = _newest_file_time(store, f"{root}/{folder.name}", f"{store_url}/{folder.name}/")
+        dated.append(WheelFolder(folder.name, when))
+    return tuple(dated)
+
+
 def observe_retention(
     config: ReleaseConfig,
     *,
@@ -148,13 +171,7 @@ def observe_retention(
     would count against its pull rate limit.
     """
     calls = calls if calls is not None else CallCount()
-    cache_cfg, public_cfg = config.cache_registry, config.public_registry
-    repositories: list[RepositoryTags] = []
-    if (cache_cfg.host, cache_cfg.repository) == (public_cfg.host, public_cfg.repository):
-        repositories.append(list_repository(cache, cache_cfg.repository, ("cache", "public"), push_times=True))
-    else:
-        repositories.append(list_repository(cache, cache_cfg.repository, ("cache",), push_times=True))
-        repositories.append(list_repository(public, public_cfg.repository, ("public",), push_times=False))
+    repositories = _list_repositories(config, cache, public)
     for r in repositories:
         log(f"{r.repository.location}: {len(r.tags)} tags listed")
     store_url = config.wheel_store.url.rstrip("/")
@@ -174,14 +191,7 @@ def observe_retention(
     undated = commits_without_push_time(inputs) & set(folders)
     if undated:
         log(f"{len(undated)} commit folder(s) have no tag with a push time: reading their file times")
-        dated = []
-        for folder in inputs.wheel_folders:
-            when = None
-            if folder.name in undated:
-                calls.add("store list")
-                when = _newest_file_time(store, f"{root}/{folder.name}", f"{store_url}/{folder.name}/")
-            dated.append(WheelFolder(folder.name, when))
-        inputs = replace(inputs, wheel_folders=tuple(dated))
+        inputs = replace(inputs, wheel_folders=_dated_folders(inputs.wheel_folders, undated, store, store_url, calls))
     log(f"{store_url}/: {len(folders)} folders; nightly aliases: "
         + (", ".join(f"{k} → {v}" for k, v in sorted(nightly.items())) or "none"))
     return inputs
@@ -263,6 +273,62 @@ def delete_wheel_folder(store: FolderStore, store_url: str, name: str) -> bool:
     return True
 
 
+def _protected_now(deletions: Sequence[RetentionDecision], guard: Guard) -> set[str]:
+    """The commits an alias names now: the alias folders', and those whose release image an alias points to."""
+    protected = set(guard.commits)
+    for d in deletions:
+        if d.kind in ("release", "nightly_commit") and d.digest in guard.digests and d.commit:
+            protected.add(d.commit)
+    return protected
+
+
+def _unguarded(deletions: Sequence[RetentionDecision], guard: Guard | None,
+               log: Log) -> tuple[list[RetentionDecision], list[str]]:
+    """(what may still go, the references skipped because a nightly alias points to them now)."""
+    skipped: list[str] = []
+    todo: list[RetentionDecision] = []
+    protected_commits = _protected_now(deletions, guard) if guard else set()
+    for d in deletions:
+        if d.action != "delete":
+            raise ValueError(f"apply_retention got a {d.action!r} decision for {d.reference}")
+        # A base the alias points to now stays; a per-commit tag follows its commit (on ECR an old
+        # ``base-nightly-<commit>-<variant>`` tag may go although its image stays under the alias).
+        if guard and (d.commit in protected_commits or (d.kind in BASE_KINDS and d.digest in guard.digests)):
+            skipped.append(d.reference)
+            log(f"SKIP {d.reference}: a nightly alias points to it now (it did not when planned)")
+            continue
+        todo.append(d)
+    return todo, skipped
+
+
+def _tags_by_location(todo: Sequence[RetentionDecision]) -> dict[str, list[str]]:
+    by_location: dict[str, list[str]] = defaultdict(list)
+    for d in todo:
+        if d.target == "tag":
+            by_location[d.location].append(d.name)
+    return by_location
+
+
+def _delete_tags(targets: Mapping[str, tuple[ImageRegistry, str]], location: str, names: list[str],
+                 log: Log) -> int:
+    if location not in targets:
+        raise ValueError(f"no registry client for {location}")
+    registry, repository = targets[location]
+    log(f"{location}: deleting {len(names)} tags")
+    registry.delete_tags(repository, names)
+    return len(names)
+
+
+def _delete_folders(todo: Sequence[RetentionDecision], store: FolderStore, store_url: str, log: Log) -> int:
+    folders = 0
+    for d in todo:
+        if d.target == "folder":
+            gone = delete_wheel_folder(store, store_url, d.name)
+            folders += 1
+            log(f"{d.reference}: {'deleted' if gone else 'already gone'}")
+    return folders
+
+
 def apply_retention(
     deletions: Sequence[RetentionDecision],
     *,
@@ -281,47 +347,12 @@ def apply_retention(
     deletion that a nightly alias has come to point to since the plan; an already-deleted tag or folder
     counts as done, so a retry converges.
     """
-    skipped: list[str] = []
-    todo: list[RetentionDecision] = []
-    protected_commits = set(guard.commits) if guard else set()
-    if guard:
-        for d in deletions:  # the commit whose release image an alias now points to
-            if d.kind in ("release", "nightly_commit") and d.digest in guard.digests and d.commit:
-                protected_commits.add(d.commit)
-    for d in deletions:
-        if d.action != "delete":
-            raise ValueError(f"apply_retention got a {d.action!r} decision for {d.reference}")
-        # A base the alias points to now stays; a per-commit tag follows its commit (on ECR an old
-        # ``base-nightly-<commit>-<variant>`` tag may go although its image stays under the alias).
-        if guard and (d.commit in protected_commits or (d.kind in BASE_KINDS and d.digest in guard.digests)):
-            skipped.append(d.reference)
-            log(f"SKIP {d.reference}: a nightly alias points to it now (it did not when planned)")
-            continue
-        todo.append(d)
-    by_location: dict[str, list[str]] = defaultdict(list)
-    for d in todo:
-        if d.target == "tag":
-            by_location[d.location].append(d.name)
-    order = [loc for loc in by_location if loc != cache_location]
+    todo, skipped = _unguarded(deletions, guard, log)
+    by_location = _tags_by_location(todo)
     deleted: dict[str, int] = {}
-
-    def delete_tags(location: str) -> None:
-        if location not in targets:
-            raise ValueError(f"no registry client for {location}")
-        registry, repository = targets[location]
-        names = by_location[location]
-        log(f"{location}: deleting {len(names)} tags")
-        registry.delete_tags(repository, names)
-        deleted[location] = len(names)
-
-    for location in order:
-        delete_tags(location)
-    folders = 0
-    for d in todo:
-        if d.target == "folder":
-            gone = delete_wheel_folder(store, store_url, d.name)
-            folders += 1
-            log(f"{d.reference}: {'deleted' if gone else 'already gone'}")
+    for location in [loc for loc in by_location if loc != cache_location]:
+        deleted[location] = _delete_tags(targets, location, by_location[location], log)
+    folders = _delete_folders(todo, store, store_url, log)
     if cache_location in by_location:
-        delete_tags(cache_location)
+        deleted[cache_location] = _delete_tags(targets, cache_location, by_location[cache_location], log)
     return Applied(tags_deleted=deleted, folders_deleted=folders, skipped=tuple(skipped))
