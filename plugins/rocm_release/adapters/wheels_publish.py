@@ -136,54 +136,19 @@ def publish_wheels(wheels: Sequence[Path], folder: StorePath, where: str, log: L
     """
     where = _slash(where)
     store = _writable(folder, where)
-    local = [_describe(path) for path in wheels]
-    if not local:
-        raise ValueError(f"{where}: no wheels to publish")
-    names = [w.filename for w in local]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ValueError(f"{where}: the wheels to publish name {duplicates} more than once")
-
-    missing: list[_LocalWheel] = []
-    changed: list[_LocalWheel] = []
-    for wheel in local:
-        there = sha256_or_none(store / wheel.filename, where + wheel.filename)
-        if there == wheel.sha256:
-            log(f"{where}{wheel.filename}: already there with sha256 {wheel.sha256}, not uploaded")
-        elif there is None:
-            missing.append(wheel)
-        else:
-            log(f"{where}{wheel.filename}: there with sha256 {there}, ours is {wheel.sha256}: replacing it")
-            changed.append(wheel)
+    local = _wheels_to_publish(wheels, where)
+    missing, changed = _compare_with_store(store, local, where, log)
     if changed:
         _withdraw_pages(store, where, {w.project for w in changed}, log)
 
     replace = {w.filename for w in (*missing, *changed)}
     upload = [w for w in local if w.filename in replace]
-    for wheel in upload:
-        with wheel.path.open("rb") as source:
-            _write_atomic(store, (wheel.filename,), _chunks(source), where)
-        log(f"{where}{wheel.filename}: uploaded ({wheel.size} bytes, sha256 {wheel.sha256})")
+    _upload(store, upload, where, log)
     # Every uploaded file is read back before any page links it. A skipped file was verified by the
     # very read that found it there, moments ago, so it is not downloaded a second time.
-    for wheel in upload:
-        actual = sha256_or_none(store / wheel.filename, where + wheel.filename)
-        if actual != wheel.sha256:
-            raise UploadMismatch(
-                f"{where}{wheel.filename}: reads back as {actual or 'missing'} after upload, sent {wheel.sha256}; "
-                "is another task publishing this folder?"
-            )
+    _verify_uploads(store, upload, where)
 
-    by_project: dict[str, list[IndexLink]] = {}
-    for wheel in local:
-        by_project.setdefault(wheel.project, []).append(
-            IndexLink(
-                href=wheel_href("../", wheel.filename),
-                filename=wheel.filename,
-                sha256=wheel.sha256,
-                requires_python=wheel.requires_python,
-            )
-        )
+    by_project = _index_links(local)
     _write_pages(store, where, by_project, project_list(sorted(by_project)), log)
     return [
         PublishedFile(
@@ -197,6 +162,69 @@ def publish_wheels(wheels: Sequence[Path], folder: StorePath, where: str, log: L
         )
         for w in local
     ]
+
+
+def _wheels_to_publish(wheels: Sequence[Path], where: str) -> list[_LocalWheel]:
+    """Each wheel's name, sha256 and metadata; ValueError for none at all or one file name twice."""
+    local = [_describe(path) for path in wheels]
+    if not local:
+        raise ValueError(f"{where}: no wheels to publish")
+    names = [w.filename for w in local]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"{where}: the wheels to publish name {duplicates} more than once")
+    return local
+
+
+def _compare_with_store(
+    store: WritableStorePath, local: Sequence[_LocalWheel], where: str, log: Log
+) -> tuple[list[_LocalWheel], list[_LocalWheel]]:
+    """(wheels not there, wheels there with other bytes); a wheel there with our sha256 is logged and skipped."""
+    missing: list[_LocalWheel] = []
+    changed: list[_LocalWheel] = []
+    for wheel in local:
+        there = sha256_or_none(store / wheel.filename, where + wheel.filename)
+        if there == wheel.sha256:
+            log(f"{where}{wheel.filename}: already there with sha256 {wheel.sha256}, not uploaded")
+        elif there is None:
+            missing.append(wheel)
+        else:
+            log(f"{where}{wheel.filename}: there with sha256 {there}, ours is {wheel.sha256}: replacing it")
+            changed.append(wheel)
+    return missing, changed
+
+
+def _upload(store: WritableStorePath, upload: Sequence[_LocalWheel], where: str, log: Log) -> None:
+    for wheel in upload:
+        with wheel.path.open("rb") as source:
+            _write_atomic(store, (wheel.filename,), _chunks(source), where)
+        log(f"{where}{wheel.filename}: uploaded ({wheel.size} bytes, sha256 {wheel.sha256})")
+
+
+def _verify_uploads(store: WritableStorePath, upload: Sequence[_LocalWheel], where: str) -> None:
+    """UploadMismatch unless every uploaded file reads back with the sha256 we sent."""
+    for wheel in upload:
+        actual = sha256_or_none(store / wheel.filename, where + wheel.filename)
+        if actual != wheel.sha256:
+            raise UploadMismatch(
+                f"{where}{wheel.filename}: reads back as {actual or 'missing'} after upload, sent {wheel.sha256}; "
+                "is another task publishing this folder?"
+            )
+
+
+def _index_links(local: Sequence[_LocalWheel]) -> dict[str, list[IndexLink]]:
+    """Project → the links of its page (``../<file>``), in input order."""
+    by_project: dict[str, list[IndexLink]] = {}
+    for wheel in local:
+        by_project.setdefault(wheel.project, []).append(
+            IndexLink(
+                href=wheel_href("../", wheel.filename),
+                filename=wheel.filename,
+                sha256=wheel.sha256,
+                requires_python=wheel.requires_python,
+            )
+        )
+    return by_project
 
 
 def promote_index(
