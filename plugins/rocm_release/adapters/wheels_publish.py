@@ -137,31 +137,18 @@ def publish_wheels(wheels: Sequence[Path], folder: StorePath, where: str, log: L
     where = _slash(where)
     store = _writable(folder, where)
     local = _wheels_to_publish(wheels, where)
-    missing, changed = _compare_with_store(store, local, where, log)
+    upload, changed = _compare_with_store(store, local, where, log)
     if changed:
         _withdraw_pages(store, where, {w.project for w in changed}, log)
-
-    replace = {w.filename for w in (*missing, *changed)}
-    upload = [w for w in local if w.filename in replace]
     _upload(store, upload, where, log)
     # Every uploaded file is read back before any page links it. A skipped file was verified by the
     # very read that found it there, moments ago, so it is not downloaded a second time.
     _verify_uploads(store, upload, where)
-
     by_project = _index_links(local)
     _write_pages(store, where, by_project, project_list(sorted(by_project)), log)
-    return [
-        PublishedFile(
-            filename=w.filename,
-            sha256=w.sha256,
-            size=w.size,
-            project=w.project,
-            version=w.version,
-            requires_python=w.requires_python,
-            uploaded=w.filename in replace,
-        )
-        for w in local
-    ]
+    uploaded = {w.filename for w in upload}
+    return [PublishedFile(filename=w.filename, sha256=w.sha256, size=w.size, project=w.project, version=w.version,
+                          requires_python=w.requires_python, uploaded=w.filename in uploaded) for w in local]
 
 
 def _wheels_to_publish(wheels: Sequence[Path], where: str) -> list[_LocalWheel]:
@@ -176,22 +163,21 @@ def _wheels_to_publish(wheels: Sequence[Path], where: str) -> list[_LocalWheel]:
     return local
 
 
-def _compare_with_store(
-    store: WritableStorePath, local: Sequence[_LocalWheel], where: str, log: Log
-) -> tuple[list[_LocalWheel], list[_LocalWheel]]:
-    """(wheels not there, wheels there with other bytes); a wheel there with our sha256 is logged and skipped."""
-    missing: list[_LocalWheel] = []
+def _compare_with_store(store: WritableStorePath, local: Sequence[_LocalWheel], where: str,
+                        log: Log) -> tuple[list[_LocalWheel], list[_LocalWheel]]:
+    """(what to upload: missing or different, in input order; the different ones). Same sha256: skipped."""
+    upload: list[_LocalWheel] = []
     changed: list[_LocalWheel] = []
     for wheel in local:
         there = sha256_or_none(store / wheel.filename, where + wheel.filename)
         if there == wheel.sha256:
             log(f"{where}{wheel.filename}: already there with sha256 {wheel.sha256}, not uploaded")
-        elif there is None:
-            missing.append(wheel)
-        else:
+            continue
+        if there is not None:
             log(f"{where}{wheel.filename}: there with sha256 {there}, ours is {wheel.sha256}: replacing it")
             changed.append(wheel)
-    return missing, changed
+        upload.append(wheel)
+    return upload, changed
 
 
 def _upload(store: WritableStorePath, upload: Sequence[_LocalWheel], where: str, log: Log) -> None:
@@ -216,14 +202,9 @@ def _index_links(local: Sequence[_LocalWheel]) -> dict[str, list[IndexLink]]:
     """Project → the links of its page (``../<file>``), in input order."""
     by_project: dict[str, list[IndexLink]] = {}
     for wheel in local:
-        by_project.setdefault(wheel.project, []).append(
-            IndexLink(
-                href=wheel_href("../", wheel.filename),
-                filename=wheel.filename,
-                sha256=wheel.sha256,
-                requires_python=wheel.requires_python,
-            )
-        )
+        by_project.setdefault(wheel.project, []).append(IndexLink(
+            href=wheel_href("../", wheel.filename), filename=wheel.filename, sha256=wheel.sha256,
+            requires_python=wheel.requires_python))
     return by_project
 
 
