@@ -2,8 +2,8 @@
 """Benchmark 6 — retention at scale: 5,000 tags on (moto) ECR, 1,000 on the local OCI registry.
 
 Runs what the ``rocm_release_retention`` DAG's two tasks run
-(``rocm_release.core.retention``: ``observe_retention``, ``read_base_use``,
-``plan_retention``, then ``read_guard`` and ``apply_retention``) against a
+(``rocm_release.adapters.retention``: ``observe_retention``, ``read_base_use``;
+``rocm_release.core.retention``: ``plan_retention``; then ``read_guard`` and ``apply_retention``) against a
 history made for the purpose: N commits, each with a wheels and a release image
 per variant in the cache repository (labels naming their base), two bases, the
 newest commits' public copies, the ``nightly`` aliases, and a wheel store
@@ -205,15 +205,14 @@ class BlobServer:
 
 def run_retention(config: Any, cache: Any, public: Any, store: Any, keep: int) -> tuple[Any, Any, Any, dict]:
     """What the two retention tasks do, timed by phase."""
-    from rocm_release.core.retention import (
+    from rocm_release.adapters.retention import (
         CallCount,
         apply_retention,
-        images_to_inspect,
         observe_retention,
-        plan_retention,
         read_base_use,
         read_guard,
     )
+    from rocm_release.core.retention import images_to_inspect, plan_retention
 
     calls = CallCount()
     log: list[str] = []
@@ -394,7 +393,8 @@ def run(args: argparse.Namespace, result: Result) -> None:
         shutil.rmtree(root, ignore_errors=True)
 
     result.what = (
-        f"`rocm_release.core.retention` end to end (list, read base labels, plan, re-read the aliases, delete), "
+        f"`rocm_release.adapters.retention` + `rocm_release.core.retention` end to end "
+        f"(list, read base labels, plan, re-read the aliases, delete), "
         f"keeping the newest {args.keep} commits, on a history of {ecr['tags']:,} tags in moto ECR "
         f"({ecr['commits']:,} commits, cache + public repository) and {oci['tags']:,} tags in the local OCI "
         f"registries ({oci['commits']:,} commits), each with a `file://` store of one folder per commit."

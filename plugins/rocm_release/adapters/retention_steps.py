@@ -10,19 +10,17 @@ from collections.abc import Callable
 from typing import Any
 
 from rocm_release.adapters.registry.clients import registry_for
-from rocm_release.adapters.store import store_root
-from rocm_release.core.config import ReleaseConfig
-from rocm_release.core.retention import (
+from rocm_release.adapters.retention import (
     Applied,
     CallCount,
-    RetentionDecision,
     apply_retention,
-    images_to_inspect,
     observe_retention,
-    plan_retention,
     read_base_use,
     read_guard,
 )
+from rocm_release.adapters.store import store_root
+from rocm_release.core.config import ReleaseConfig
+from rocm_release.core.retention import RetentionDecision, images_to_inspect, plan_retention
 
 Log = Callable[[str], None]
 

@@ -136,6 +136,23 @@ def publish_wheels(wheels: Sequence[Path], folder: StorePath, where: str, log: L
     """
     where = _slash(where)
     store = _writable(folder, where)
+    local = _wheels_to_publish(wheels, where)
+    upload, changed = _compare_with_store(store, local, where, log)
+    if changed:
+        _withdraw_pages(store, where, {w.project for w in changed}, log)
+    _upload(store, upload, where, log)
+    # Every uploaded file is read back before any page links it. A skipped file was verified by the
+    # very read that found it there, moments ago, so it is not downloaded a second time.
+    _verify_uploads(store, upload, where)
+    by_project = _index_links(local)
+    _write_pages(store, where, by_project, project_list(sorted(by_project)), log)
+    uploaded = {w.filename for w in upload}
+    return [PublishedFile(filename=w.filename, sha256=w.sha256, size=w.size, project=w.project, version=w.version,
+                          requires_python=w.requires_python, uploaded=w.filename in uploaded) for w in local]
+
+
+def _wheels_to_publish(wheels: Sequence[Path], where: str) -> list[_LocalWheel]:
+    """Each wheel's name, sha256 and metadata; ValueError for none at all or one file name twice."""
     local = [_describe(path) for path in wheels]
     if not local:
         raise ValueError(f"{where}: no wheels to publish")
@@ -143,29 +160,35 @@ def publish_wheels(wheels: Sequence[Path], folder: StorePath, where: str, log: L
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ValueError(f"{where}: the wheels to publish name {duplicates} more than once")
+    return local
 
-    missing: list[_LocalWheel] = []
+
+def _compare_with_store(store: WritableStorePath, local: Sequence[_LocalWheel], where: str,
+                        log: Log) -> tuple[list[_LocalWheel], list[_LocalWheel]]:
+    """(what to upload: missing or different, in input order; the different ones). Same sha256: skipped."""
+    upload: list[_LocalWheel] = []
     changed: list[_LocalWheel] = []
     for wheel in local:
         there = sha256_or_none(store / wheel.filename, where + wheel.filename)
         if there == wheel.sha256:
             log(f"{where}{wheel.filename}: already there with sha256 {wheel.sha256}, not uploaded")
-        elif there is None:
-            missing.append(wheel)
-        else:
+            continue
+        if there is not None:
             log(f"{where}{wheel.filename}: there with sha256 {there}, ours is {wheel.sha256}: replacing it")
             changed.append(wheel)
-    if changed:
-        _withdraw_pages(store, where, {w.project for w in changed}, log)
+        upload.append(wheel)
+    return upload, changed
 
-    replace = {w.filename for w in (*missing, *changed)}
-    upload = [w for w in local if w.filename in replace]
+
+def _upload(store: WritableStorePath, upload: Sequence[_LocalWheel], where: str, log: Log) -> None:
     for wheel in upload:
         with wheel.path.open("rb") as source:
             _write_atomic(store, (wheel.filename,), _chunks(source), where)
         log(f"{where}{wheel.filename}: uploaded ({wheel.size} bytes, sha256 {wheel.sha256})")
-    # Every uploaded file is read back before any page links it. A skipped file was verified by the
-    # very read that found it there, moments ago, so it is not downloaded a second time.
+
+
+def _verify_uploads(store: WritableStorePath, upload: Sequence[_LocalWheel], where: str) -> None:
+    """UploadMismatch unless every uploaded file reads back with the sha256 we sent."""
     for wheel in upload:
         actual = sha256_or_none(store / wheel.filename, where + wheel.filename)
         if actual != wheel.sha256:
@@ -174,29 +197,15 @@ def publish_wheels(wheels: Sequence[Path], folder: StorePath, where: str, log: L
                 "is another task publishing this folder?"
             )
 
+
+def _index_links(local: Sequence[_LocalWheel]) -> dict[str, list[IndexLink]]:
+    """Project → the links of its page (``../<file>``), in input order."""
     by_project: dict[str, list[IndexLink]] = {}
     for wheel in local:
-        by_project.setdefault(wheel.project, []).append(
-            IndexLink(
-                href=wheel_href("../", wheel.filename),
-                filename=wheel.filename,
-                sha256=wheel.sha256,
-                requires_python=wheel.requires_python,
-            )
-        )
-    _write_pages(store, where, by_project, project_list(sorted(by_project)), log)
-    return [
-        PublishedFile(
-            filename=w.filename,
-            sha256=w.sha256,
-            size=w.size,
-            project=w.project,
-            version=w.version,
-            requires_python=w.requires_python,
-            uploaded=w.filename in replace,
-        )
-        for w in local
-    ]
+        by_project.setdefault(wheel.project, []).append(IndexLink(
+            href=wheel_href("../", wheel.filename), filename=wheel.filename, sha256=wheel.sha256,
+            requires_python=wheel.requires_python))
+    return by_project
 
 
 def promote_index(

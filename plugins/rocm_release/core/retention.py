@@ -28,511 +28,136 @@ The rules (REFERENCE_PIPELINE.md §1 "Retention", §2.6, §2.11), each explained
   tags, so there an old per-commit tag goes even when its image stays.
 
 ``plan_retention`` is pure: it takes what was listed and returns a :class:`RetentionPlan` with one
-:class:`RetentionDecision` per tag and folder. ``observe_retention``/``read_base_use`` list and read through
-injected clients; ``apply_retention`` deletes: tags in the public repository first, then wheel
-folders, the cache repository last (a commit's push times live there, so an interrupted run still
-knows how old the leftovers are). Nothing here imports Airflow.
+:class:`RetentionDecision` per tag and folder. Listing, reading labels and deleting are
+:mod:`rocm_release.adapters.retention`'s.
 """
+
 
 from __future__ import annotations
 
-import re
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from collections.abc import Mapping
+from typing import Any, Literal
 
-from pydantic import Field
-
-from rocm_release.core.config import PublicTagPatterns, ReleaseConfig
-from rocm_release.core.frozen import Frozen
 from rocm_release.core.names import SHA_RE
-from rocm_release.core.plan import LABEL_BASE_DIGEST, LABEL_BASE_KEY, cache_tag_regexes, public_tag, tag_regex
-from rocm_release.core.registry import ImageRegistry, TagInfo
+from rocm_release.core.retention_bases import BaseUnit, Verdict, base_verdicts
+from rocm_release.core.retention_model import (
+    ALIAS_KINDS,
+    BASE_KINDS,
+    BUILT_KINDS,
+    NIGHTLY_FOLDER,
+    PER_COMMIT_KINDS,
+    BaseUse,
+    CommitRank,
+    DecisionKind,
+    ImageToInspect,
+    Repository,
+    RepositoryTags,
+    RetentionDecision,
+    RetentionInputs,
+    RetentionPlan,
+    Role,
+    TagKind,
+    WheelFolder,
+)
+from rocm_release.core.retention_ranking import ListedTag, analyse
 
-Log = Callable[[str], None]
-Role = Literal["cache", "public"]
-TagKind = Literal[
-    "base", "base_wheels", "wheels", "release", "nightly", "nightly_commit", "base_nightly", "base_nightly_commit"
+__all__ = [
+    "ALIAS_KINDS",
+    "BASE_KINDS",
+    "BUILT_KINDS",
+    "NIGHTLY_FOLDER",
+    "PER_COMMIT_KINDS",
+    "BaseUse",
+    "CommitRank",
+    "DecisionKind",
+    "ImageToInspect",
+    "Repository",
+    "RepositoryTags",
+    "RetentionDecision",
+    "RetentionInputs",
+    "RetentionPlan",
+    "Role",
+    "TagKind",
+    "WheelFolder",
+    "commits_without_push_time",
+    "images_to_inspect",
+    "plan_retention",
 ]
-DecisionKind = Literal[
-    "base", "base_wheels", "wheels", "release", "nightly", "nightly_commit", "base_nightly", "base_nightly_commit",
-    "commit_folder", "nightly_folder", "unknown", "ambiguous",
-]
-
-PER_COMMIT_KINDS: frozenset[str] = frozenset({"wheels", "release", "nightly_commit", "base_nightly_commit"})
-BASE_KINDS: frozenset[str] = frozenset({"base", "base_wheels"})
-ALIAS_KINDS: frozenset[str] = frozenset({"nightly", "base_nightly"})
-BUILT_KINDS: frozenset[str] = frozenset({"wheels", "release"})  # images built on a base
-NIGHTLY_FOLDER = "nightly"
-MAX_NAMES = 3  # names quoted in one reason before "and N more"
-
-
-# --------------------------------------------------------------------------- inputs
-
-
-@dataclass(frozen=True)
-class Repository:
-    """One repository the plan covers: which patterns apply (its roles) and how it deletes."""
-
-    registry: str
-    repository: str
-    roles: tuple[Role, ...]
-    deletes_by_digest: bool
-
-    @property
-    def location(self) -> str:
-        """``host/repository``: how decisions name it."""
-        return f"{self.registry}/{self.repository}"
-
-
-@dataclass(frozen=True)
-class RepositoryTags:
-    """Every tag of one repository as listed (``pushed_at`` where the registry knows it)."""
-
-    repository: Repository
-    tags: tuple[TagInfo, ...]
-
-
-@dataclass(frozen=True)
-class WheelFolder:
-    """An entry directly under the store root; ``modified_at`` only when it was read."""
-
-    name: str
-    modified_at: datetime | None = None
-
-
-@dataclass(frozen=True)
-class RetentionInputs:
-    """Everything ``plan_retention`` decides on. ``nightly_folders``: alias folder → commit it names."""
-
-    repositories: tuple[RepositoryTags, ...]
-    wheel_folders: tuple[WheelFolder, ...]
-    store_url: str
-    keep_commits: int
-    variants: tuple[str, ...]
-    public_tags: PublicTagPatterns
-    nightly_folders: Mapping[str, str | None] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.keep_commits < 1:
-            raise ValueError(f"keep_commits must be >= 1, got {self.keep_commits}")
-        if not self.variants:
-            raise ValueError("retention needs at least one variant")
-
-
-@dataclass(frozen=True)
-class BaseUse:
-    """What a built image's labels say about the base it was built on."""
-
-    base_key: str | None
-    base_digest: str | None
-
-
-@dataclass(frozen=True)
-class ImageToInspect:
-    """A kept wheels/release image whose labels name its base."""
-
-    location: str
-    repository: str
-    tag: str
-    digest: str
-    variant: str
-    commit: str
-
-
-# --------------------------------------------------------------------------- the plan
-
-
-class RetentionDecision(Frozen):
-    """Delete or keep one tag or wheel folder, and why."""
-
-    action: Literal["delete", "keep"]
-    target: Literal["tag", "folder"]
-    location: str  # host/repository for a tag, the store URL for a folder
-    name: str
-    kind: DecisionKind
-    digest: str | None = None
-    variant: str | None = None
-    commit: str | None = None
-    base_key: str | None = None
-    reason: str = ""
-
-    @property
-    def reference(self) -> str:
-        """``host/repo:tag`` or ``<store>/<folder>/``."""
-        if self.target == "tag":
-            return f"{self.location}:{self.name}"
-        return f"{self.location.rstrip('/')}/{self.name}/"
-
-    def line(self, *, dry_run: bool = False) -> str:
-        """One line of the report."""
-        verb = ("WOULD DELETE" if dry_run else "DELETE") if self.action == "delete" else "KEEP"
-        digest = f" ({self.digest[:19]}…)" if self.digest else ""
-        return f"{verb:<12} {self.target:<6} {self.reference}{digest} — {self.reason}"
-
-
-class CommitRank(Frozen):
-    """One commit: its push time, its place among the commits (newest first) and the verdict."""
-
-    commit: str
-    pushed_at: datetime | None
-    rank: int | None
-    keep: bool
-    reasons: tuple[str, ...]
-
-    def line(self) -> str:
-        """One line of the report."""
-        rank = f"#{self.rank}" if self.rank is not None else "#?"
-        when = self.pushed_at.isoformat() if self.pushed_at else "no push time"
-        verdict = "keep" if self.keep else "delete"
-        return f"{rank:>6} {self.commit} {when:<32} {verdict:<6} — {'; '.join(self.reasons)}"
-
-
-class RetentionPlan(Frozen):
-    """Every decision of one retention run, with the commit ranking they follow from."""
-
-    keep_commits: int = Field(ge=1)
-    commits: tuple[CommitRank, ...]
-    decisions: tuple[RetentionDecision, ...]
-
-    @property
-    def delete(self) -> list[RetentionDecision]:
-        """What goes, in plan order."""
-        return [d for d in self.decisions if d.action == "delete"]
-
-    @property
-    def keep(self) -> list[RetentionDecision]:
-        """What stays, with the reason."""
-        return [d for d in self.decisions if d.action == "keep"]
-
-    def summary(self) -> dict[str, int]:
-        """Counts for logs and the task's XCom."""
-        count: defaultdict[str, int] = defaultdict(int)
-        for d in self.decisions:
-            count[f"{d.target}s_{'deleted' if d.action == 'delete' else 'kept'}"] += 1
-            if d.kind in ("unknown", "ambiguous"):
-                count["unknown_kept"] += 1
-        return {
-            "commits": len(self.commits),
-            "commits_kept": sum(1 for c in self.commits if c.keep),
-            "commits_deleted": sum(1 for c in self.commits if not c.keep),
-            "tags_deleted": count["tags_deleted"],
-            "tags_kept": count["tags_kept"],
-            "folders_deleted": count["folders_deleted"],
-            "folders_kept": count["folders_kept"],
-            "unknown_kept": count["unknown_kept"],
-        }
-
-    def render(self, *, dry_run: bool) -> str:
-        """The whole plan as text: the commit ranking, then every decision with its reason."""
-        s = self.summary()
-        head = "DRY RUN: nothing is deleted. " if dry_run else ""
-        lines = [
-            f"{head}Retention keeps the newest {self.keep_commits} commits by push time, every commit a "
-            "nightly alias names, every base a kept image was built on, the newest base of each variant, "
-            "and every tag that matches no exact pattern.",
-            f"commits: {s['commits']} ({s['commits_kept']} kept, {s['commits_deleted']} deleted); "
-            f"tags: {s['tags_deleted']} {'to delete' if dry_run else 'deleted'}, {s['tags_kept']} kept "
-            f"({s['unknown_kept']} unknown); wheel folders: {s['folders_deleted']} "
-            f"{'to delete' if dry_run else 'deleted'}, {s['folders_kept']} kept",
-            "",
-            "Commits, newest push first:",
-            *(c.line() for c in self.commits),
-            "",
-            "Tags and wheel folders:",
-            *(d.line(dry_run=dry_run) for d in self.delete),
-            *(d.line(dry_run=dry_run) for d in self.keep),
-        ]
-        return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------- planning (pure)
-
-
-@dataclass(frozen=True)
-class _Tag:
-    """A listed tag with what its exact pattern says about it."""
-
-    repo: Repository
-    info: TagInfo
-    kind: TagKind | None  # None: unknown or ambiguous (see ``note``)
-    variant: str | None = None
-    commit: str | None = None
-    key: str | None = None
-    note: str = ""
-    ambiguous: bool = False
-
-    @property
-    def name(self) -> str:
-        return self.info.tag
-
-
-@dataclass
-class _Analysis:
-    tags: list[_Tag]
-    ranks: dict[str, CommitRank]
-
-    @property
-    def kept_commits(self) -> set[str]:
-        return {c for c, r in self.ranks.items() if r.keep}
-
-
-def _utc(when: datetime | None) -> datetime | None:
-    if when is None:
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
-
-
-def _names(names: Iterable[str]) -> str:
-    unique = sorted(set(names))
-    shown = ", ".join(unique[:MAX_NAMES])
-    return shown + (f" and {len(unique) - MAX_NAMES} more" if len(unique) > MAX_NAMES else "")
-
-
-def _matchers(inputs: RetentionInputs) -> dict[Role, list[tuple[TagKind, str, re.Pattern[str]]]]:
-    """The exact regexes of every configured variant, by the role of the repository they apply to."""
-    cache: list[tuple[TagKind, str, re.Pattern[str]]] = []
-    public: list[tuple[TagKind, str, re.Pattern[str]]] = []
-    p = inputs.public_tags
-    for v in inputs.variants:
-        regexes = cache_tag_regexes(v)
-        cache += [("base", v, regexes["base"]), ("base_wheels", v, regexes["base_wheels"]),
-                  ("wheels", v, regexes["wheels"]), ("release", v, regexes["release"])]
-        public += [("nightly", v, tag_regex(p.nightly, v)), ("nightly_commit", v, tag_regex(p.nightly_commit, v)),
-                   ("base_nightly", v, tag_regex(p.base_nightly, v)),
-                   ("base_nightly_commit", v, tag_regex(p.base_nightly_commit, v))]
-    return {"cache": cache, "public": public}
-
-
-def _classify(inputs: RetentionInputs) -> list[_Tag]:
-    matchers = _matchers(inputs)
-    found: list[_Tag] = []
-    for listing in inputs.repositories:
-        repo = listing.repository
-        patterns = [m for role in repo.roles for m in matchers[role]]
-        for info in listing.tags:
-            hits = [(kind, v, m) for kind, v, regex in patterns if (m := regex.match(info.tag))]
-            if not hits:
-                found.append(_Tag(repo, info, None, note="matches no pattern of the configured variants "
-                                                         f"({', '.join(inputs.variants)}): unknown, never touched"))
-            elif len(hits) > 1:
-                what = ", ".join(f"{kind} of {v}" for kind, v, _ in hits)
-                found.append(_Tag(repo, info, None, note=f"matches several patterns ({what}): ambiguous, kept",
-                                  ambiguous=True))
-            else:
-                kind, v, m = hits[0]
-                groups = m.groupdict()
-                found.append(_Tag(repo, info, kind, v, groups.get("commit"), groups.get("key")))
-    return found
-
-
-def _analyse(inputs: RetentionInputs) -> _Analysis:
-    """Classify every tag and rank every commit (newest push first)."""
-    tags = _classify(inputs)
-    stamps: dict[str, list[datetime]] = {}  # commit → every push time known for it (maybe none)
-    for t in tags:
-        if t.kind in PER_COMMIT_KINDS and t.commit:
-            found = stamps.setdefault(t.commit, [])
-            if (when := _utc(t.info.pushed_at)) is not None:
-                found.append(when)
-    for folder in inputs.wheel_folders:
-        if SHA_RE.match(folder.name):
-            found = stamps.setdefault(folder.name, [])
-            if (when := _utc(folder.modified_at)) is not None:
-                found.append(when)
-    times = {commit: max(found) if found else None for commit, found in stamps.items()}
-
-    protected: dict[str, list[str]] = defaultdict(list)
-    store = inputs.store_url.rstrip("/")
-    for alias, commit in sorted(inputs.nightly_folders.items()):
-        if commit:
-            protected[commit].append(f"{store}/{NIGHTLY_FOLDER}/{alias}/ names it")
-    released: dict[tuple[str, str], set[str]] = defaultdict(set)  # (variant, digest) → commits
-    for t in tags:
-        if t.kind in ("release", "nightly_commit") and t.commit and t.variant:
-            released[(t.variant, t.info.digest)].add(t.commit)
-    for t in tags:
-        if t.kind == "nightly" and t.variant:
-            for commit in released.get((t.variant, t.info.digest), ()):
-                protected[commit].append(f"{t.repo.location}:{t.name} points to its release image")
-
-    dated = {c: when for c, when in times.items() if when is not None}
-    timed = sorted(dated, key=lambda c: c)
-    timed.sort(key=lambda c: dated[c], reverse=True)  # newest first; equal times keep name order (display only)
-    ranks: dict[str, CommitRank] = {}
-    boundary = dated[timed[inputs.keep_commits - 1]] if len(timed) >= inputs.keep_commits else None
-    for rank, commit in enumerate(timed, start=1):
-        when = dated[commit]
-        reasons: list[str] = []
-        if rank <= inputs.keep_commits:
-            reasons.append(f"#{rank} of the newest {inputs.keep_commits} by push time")
-        elif boundary is not None and when == boundary:
-            reasons.append(f"#{rank} by push time, tied with #{inputs.keep_commits} (same push time): "
-                           "a tie at the boundary is kept, never broken by name")
-        reasons += protected.get(commit, [])
-        if reasons:
-            ranks[commit] = CommitRank(commit=commit, pushed_at=when, rank=rank, keep=True, reasons=tuple(reasons))
-        else:
-            ranks[commit] = CommitRank(
-                commit=commit, pushed_at=when, rank=rank, keep=False,
-                reasons=(f"#{rank} by push time; only the newest {inputs.keep_commits} are kept",))
-    for commit in sorted(c for c, when in times.items() if when is None):
-        ranks[commit] = CommitRank(
-            commit=commit, pushed_at=None, rank=None, keep=True,
-            reasons=("no push time is known for any of its tags or its wheel folder: it cannot be ordered, kept",
-                     *protected.get(commit, [])))
-    for commit, why in protected.items():  # an alias may name a commit nothing else knows: say so
-        if commit not in ranks:
-            ranks[commit] = CommitRank(commit=commit, pushed_at=None, rank=None, keep=True,
-                                       reasons=(*why, "it has no tag or wheel folder here"))
-    return _Analysis(tags, ranks)
 
 
 def commits_without_push_time(inputs: RetentionInputs) -> set[str]:
     """Commits that no tag dates: ``observe_retention`` reads the file times of their wheel folders."""
-    analysis = _analyse(inputs)
+    analysis = analyse(inputs)
     return {c for c, r in analysis.ranks.items() if r.pushed_at is None}
 
 
 def images_to_inspect(inputs: RetentionInputs) -> list[ImageToInspect]:
     """The kept commits' wheels and release images in the cache repository, one per distinct digest."""
-    analysis = _analyse(inputs)
-    kept = analysis.kept_commits
     seen: set[tuple[str, str]] = set()
     found: list[ImageToInspect] = []
-    for t in analysis.tags:
-        if t.kind in BUILT_KINDS and t.commit in kept and "cache" in t.repo.roles and t.variant and t.commit:
-            if (t.repo.location, t.info.digest) in seen:
-                continue
-            seen.add((t.repo.location, t.info.digest))
-            found.append(ImageToInspect(t.repo.location, t.repo.repository, t.name, t.info.digest, t.variant,
-                                        t.commit))
+    for t in analyse(inputs).kept_built_images():
+        assert t.variant is not None and t.commit is not None
+        if (t.repo.location, t.info.digest) in seen:
+            continue
+        seen.add((t.repo.location, t.info.digest))
+        found.append(ImageToInspect(t.repo.location, t.repo.repository, t.name, t.info.digest, t.variant, t.commit))
     return found
 
 
 def plan_retention(inputs: RetentionInputs, base_use: Mapping[str, BaseUse | None]) -> RetentionPlan:
     """Decide every tag and wheel folder. ``base_use``: digest → labels of each ``images_to_inspect`` image
     (None when they name no base)."""
-    analysis = _analyse(inputs)
+    analysis = analyse(inputs)
     kept = analysis.kept_commits
     ranks = analysis.ranks
-    decisions: list[RetentionDecision] = []
-    base_reasons = _base_reasons(analysis, base_use)
-
-    def commit_reason(commit: str) -> str:
-        r = ranks[commit]
-        when = r.pushed_at.isoformat() if r.pushed_at else "no push time"
-        return f"commit {commit[:12]} ({when}): {'; '.join(r.reasons)}"
-
-    for t in analysis.tags:
-        common: dict[str, Any] = {"target": "tag", "location": t.repo.location, "name": t.name,
-                                  "digest": t.info.digest, "variant": t.variant}
-        if t.kind is None:
-            kind: DecisionKind = "ambiguous" if t.ambiguous else "unknown"
-            decisions.append(RetentionDecision(action="keep", kind=kind, reason=t.note, **common))
-        elif t.kind in ALIAS_KINDS:
-            decisions.append(RetentionDecision(action="keep", kind=t.kind, reason="a nightly alias: never deleted",
-                                               **common))
-        elif t.kind in PER_COMMIT_KINDS:
-            assert t.commit is not None
-            action: Literal["delete", "keep"] = "keep" if t.commit in kept else "delete"
-            decisions.append(RetentionDecision(action=action, kind=t.kind, commit=t.commit,
-                                               reason=commit_reason(t.commit), **common))
-        else:  # a base unit
-            assert t.variant is not None and t.key is not None
-            keep, why = base_reasons[(t.variant, t.key)]
-            decisions.append(RetentionDecision(action="keep" if keep else "delete", kind=t.kind, base_key=t.key,
-                                      reason=why, **common))
-
+    bases = base_verdicts(analysis, base_use)
+    decisions = [_tag_decision(t, kept, ranks, bases) for t in analysis.tags]
     store = inputs.store_url.rstrip("/")
-    for folder in sorted(inputs.wheel_folders, key=lambda f: f.name):
-        common = {"target": "folder", "location": store, "name": folder.name}
-        if folder.name == NIGHTLY_FOLDER:
-            decisions.append(RetentionDecision(action="keep", kind="nightly_folder",
-                                      reason="the nightly alias folder: never deleted", **common))
-        elif SHA_RE.match(folder.name):
-            action = "keep" if folder.name in kept else "delete"
-            decisions.append(RetentionDecision(action=action, kind="commit_folder", commit=folder.name,
-                                      reason=commit_reason(folder.name), **common))
-        else:
-            decisions.append(RetentionDecision(action="keep", kind="unknown",
-                                      reason="not a commit folder: unknown, never touched", **common))
+    decisions += [_folder_decision(folder, store, kept, ranks)
+                  for folder in sorted(inputs.wheel_folders, key=lambda f: f.name)]
     decisions = _keep_shared_digests(inputs, decisions)
     commits = sorted(ranks.values(), key=lambda r: (r.rank is None, r.rank or 0, r.commit))
     return RetentionPlan(keep_commits=inputs.keep_commits, commits=tuple(commits), decisions=tuple(decisions))
 
 
-def _base_reasons(
-    analysis: _Analysis, base_use: Mapping[str, BaseUse | None]
-) -> dict[tuple[str, str], tuple[bool, str]]:
-    """(variant, key) → (keep?, why) for every base unit in the cache repository."""
-    kept = analysis.kept_commits
-    units: dict[tuple[str, str], list[_Tag]] = defaultdict(list)
-    for t in analysis.tags:
-        if t.kind in BASE_KINDS and t.variant and t.key:
-            units[(t.variant, t.key)].append(t)
-    by_key: dict[tuple[str, str], list[str]] = defaultdict(list)
-    by_digest: dict[str, list[str]] = defaultdict(list)
-    unlabelled: dict[str, list[str]] = defaultdict(list)
-    for t in analysis.tags:
-        if not (t.kind in BUILT_KINDS and t.commit in kept and "cache" in t.repo.roles and t.variant):
-            continue
-        if t.info.digest not in base_use:
-            raise ValueError(f"the labels of {t.repo.location}:{t.name} ({t.info.digest}) were not read; "
-                             "read every image that images_to_inspect() names")
-        use = base_use[t.info.digest]
-        if use is None or (use.base_key is None and use.base_digest is None):
-            unlabelled[t.variant].append(t.name)
-            continue
-        if use.base_key:
-            by_key[(t.variant, use.base_key)].append(t.name)
-        if use.base_digest:
-            by_digest[use.base_digest].append(t.name)
-    aliases: dict[str, list[str]] = defaultdict(list)
-    for t in analysis.tags:
-        if t.kind == "base_nightly":
-            aliases[t.info.digest].append(f"{t.repo.location}:{t.name}")
+def _commit_reason(ranks: Mapping[str, CommitRank], commit: str) -> str:
+    r = ranks[commit]
+    when = r.pushed_at.isoformat() if r.pushed_at else "no push time"
+    return f"commit {commit[:12]} ({when}): {'; '.join(r.reasons)}"
 
-    times: dict[tuple[str, str], datetime | None] = {}
-    for unit, members in units.items():
-        stamps = [w for m in members if (w := _utc(m.info.pushed_at)) is not None]
-        times[unit] = max(stamps) if stamps else None
-    newest: dict[str, tuple[str, datetime]] = {}
-    for (variant, key), when in times.items():
-        if when is not None and (variant not in newest or when > newest[variant][1]):
-            newest[variant] = (key, when)
 
-    verdicts: dict[tuple[str, str], tuple[bool, str]] = {}
-    for unit, members in units.items():
-        variant, key = unit
-        digests = {m.info.digest for m in members}
-        reasons: list[str] = []
-        if by_key.get(unit):
-            reasons.append(f"kept image(s) {_names(by_key[unit])} were built on it ({LABEL_BASE_KEY})")
-        named = [n for d in digests for n in by_digest.get(d, [])]
-        if named:
-            reasons.append(f"kept image(s) {_names(named)} name its digest ({LABEL_BASE_DIGEST})")
-        pointed = [a for d in digests for a in aliases.get(d, [])]
-        if pointed:
-            reasons.append(f"{_names(pointed)} points to it")
-        if unlabelled.get(variant):
-            reasons.append(f"kept image(s) {_names(unlabelled[variant])} of {variant} carry no base labels: "
-                           f"every base of {variant} is kept")
-        when = times[unit]
-        if when is None:
-            reasons.append("no push time: cannot tell whether it is the newest base, kept")
-        elif newest[variant][0] == key or when == newest[variant][1]:
-            reasons.append(f"the newest base of {variant} (pushed {when.isoformat()}): the next night may reuse it")
-        if reasons:
-            verdicts[unit] = (True, f"base {key} of {variant}: {'; '.join(reasons)}")
-        else:
-            top_key, top_when = newest[variant]
-            verdicts[unit] = (False, f"base {key} of {variant} (pushed {when.isoformat() if when else '?'}): "
-                                     "no kept wheels/release image was built on it, no base-nightly alias points "
-                                     f"to it, and {top_key} (pushed {top_when.isoformat()}) is newer")
-    return verdicts
+def _tag_decision(t: ListedTag, kept: set[str], ranks: Mapping[str, CommitRank],
+                  bases: Mapping[BaseUnit, Verdict]) -> RetentionDecision:
+    """Unknown and ambiguous tags and the aliases stay; a per-commit tag follows its commit, a base its unit."""
+    common: dict[str, Any] = {"target": "tag", "location": t.repo.location, "name": t.name,
+                              "digest": t.info.digest, "variant": t.variant}
+    if t.kind is None:
+        kind: DecisionKind = "ambiguous" if t.ambiguous else "unknown"
+        return RetentionDecision(action="keep", kind=kind, reason=t.note, **common)
+    if t.kind in ALIAS_KINDS:
+        return RetentionDecision(action="keep", kind=t.kind, reason="a nightly alias: never deleted", **common)
+    if t.kind in PER_COMMIT_KINDS:
+        assert t.commit is not None
+        action: Literal["delete", "keep"] = "keep" if t.commit in kept else "delete"
+        return RetentionDecision(action=action, kind=t.kind, commit=t.commit, reason=_commit_reason(ranks, t.commit),
+                                 **common)
+    assert t.kind in BASE_KINDS and t.variant is not None and t.key is not None
+    keep, why = bases[(t.variant, t.key)]
+    return RetentionDecision(action="keep" if keep else "delete", kind=t.kind, base_key=t.key, reason=why, **common)
+
+
+def _folder_decision(folder: WheelFolder, store: str, kept: set[str],
+                     ranks: Mapping[str, CommitRank]) -> RetentionDecision:
+    """``nightly/`` and folders that are not commits stay; a commit folder follows its commit."""
+    common: dict[str, Any] = {"target": "folder", "location": store, "name": folder.name}
+    if folder.name == NIGHTLY_FOLDER:
+        return RetentionDecision(action="keep", kind="nightly_folder",
+                                 reason="the nightly alias folder: never deleted", **common)
+    if SHA_RE.match(folder.name):
+        return RetentionDecision(action="keep" if folder.name in kept else "delete", kind="commit_folder",
+                                 commit=folder.name, reason=_commit_reason(ranks, folder.name), **common)
+    return RetentionDecision(action="keep", kind="unknown", reason="not a commit folder: unknown, never touched",
+                             **common)
 
 
 def _keep_shared_digests(inputs: RetentionInputs, decisions: list[RetentionDecision]) -> list[RetentionDecision]:
@@ -552,299 +177,3 @@ def _keep_shared_digests(inputs: RetentionInputs, decisions: list[RetentionDecis
                           f"deletes by digest, which would delete {other} too"})
         result.append(d)
     return result
-
-
-# --------------------------------------------------------------------------- observing (I/O, injected clients)
-
-
-class FolderStore(Protocol):
-    """What retention uses of an ObjectStoragePath: its fsspec filesystem and path, and ``/``."""
-
-    @property
-    def fs(self) -> Any: ...
-
-    @property
-    def path(self) -> str: ...
-
-    def __truediv__(self, other: str) -> Any: ...
-
-
-@dataclass
-class CallCount:
-    """Calls retention made, by kind (for the log and the report)."""
-
-    counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-
-    def add(self, what: str, n: int = 1) -> None:
-        self.counts[what] += n
-
-    def __str__(self) -> str:
-        return ", ".join(f"{k}: {v}" for k, v in sorted(self.counts.items())) or "none"
-
-
-def list_repository(registry: ImageRegistry, repository: str, roles: tuple[Role, ...], *,
-                    push_times: bool) -> RepositoryTags:
-    """Every tag of a repository. An OCI registry reads push times (each image config's ``created``,
-    one manifest GET per tag and one blob GET per config) only when ``push_times``; otherwise one
-    HEAD per tag. ECR always has them (``imagePushedAt``, one DescribeImages per 1,000 images)."""
-    tags = tuple(registry.list_tags(repository, with_push_times=push_times))
-    repo = Repository(registry.name, repository, roles, registry.deletes_by_digest)
-    return RepositoryTags(repo, tags)
-
-
-def _entries(store: FolderStore, path: str, where: str) -> list[dict[str, Any]]:
-    from rocm_release.adapters.store import classify
-
-    try:
-        listed = store.fs.ls(path, detail=True)
-    except FileNotFoundError:
-        return []
-    except Exception as exc:  # noqa: BLE001 - classified: an outage is transient, refused credentials fatal
-        raise classify(exc, where) from exc
-    return [e for e in listed if isinstance(e, dict)]
-
-
-def _basename(entry: Mapping[str, Any]) -> str:
-    return str(entry.get("name", "")).rstrip("/").rsplit("/", 1)[-1]
-
-
-def _newest_file_time(store: FolderStore, path: str, where: str) -> datetime | None:
-    """The newest modification time of any file under ``path`` (one recursive listing)."""
-    from rocm_release.adapters.store import classify
-
-    try:
-        found = store.fs.find(path, detail=True)
-    except FileNotFoundError:
-        return None
-    except Exception as exc:  # noqa: BLE001 - see _entries
-        raise classify(exc, where) from exc
-    newest: datetime | None = None
-    for info in found.values():
-        when = info.get("LastModified") or info.get("mtime") or info.get("created")
-        if isinstance(when, int | float):
-            when = datetime.fromtimestamp(when, tz=UTC)
-        if isinstance(when, datetime):
-            when = _utc(when)
-            assert when is not None
-            newest = when if newest is None or when > newest else newest
-    return newest
-
-
-def read_nightly_folders(store: FolderStore, store_url: str, calls: CallCount) -> dict[str, str | None]:
-    """Every ``<store>/nightly/<name>/`` alias (configured variant or not) → the commit its index names.
-
-    An alias whose index cannot be read fails the run (IndexPageError): retention cannot tell what it
-    protects, so it deletes nothing.
-    """
-    from rocm_release.adapters.wheels_publish import read_published
-
-    root = store.path.rstrip("/")
-    calls.add("store list")
-    aliases = [_basename(e) for e in _entries(store, f"{root}/{NIGHTLY_FOLDER}", f"{store_url}/{NIGHTLY_FOLDER}/")
-               if e.get("type") == "directory"]
-    found: dict[str, str | None] = {}
-    for name in sorted(aliases):
-        where = f"{store_url.rstrip('/')}/{NIGHTLY_FOLDER}/{name}/"
-        publication = read_published(store / NIGHTLY_FOLDER / name, where)
-        calls.add("store read", 1 + (len(publication.projects) if publication else 0))
-        found[name] = publication.commit if publication else None
-    return found
-
-
-def observe_retention(
-    config: ReleaseConfig,
-    *,
-    cache: ImageRegistry,
-    public: ImageRegistry,
-    store: FolderStore,
-    keep_commits: int,
-    log: Log,
-    calls: CallCount | None = None,
-) -> RetentionInputs:
-    """List both repositories, the store's folders and its nightly aliases; read folder times only for
-    commits that no tag dates.
-
-    Push times come from the cache registry (and from the public one when it is ECR, where they are
-    free). An OCI public registry (Docker Hub) is listed with one HEAD per tag: a manifest GET per tag
-    would count against its pull rate limit.
-    """
-    calls = calls if calls is not None else CallCount()
-    cache_cfg, public_cfg = config.cache_registry, config.public_registry
-    repositories: list[RepositoryTags] = []
-    if (cache_cfg.host, cache_cfg.repository) == (public_cfg.host, public_cfg.repository):
-        repositories.append(list_repository(cache, cache_cfg.repository, ("cache", "public"), push_times=True))
-    else:
-        repositories.append(list_repository(cache, cache_cfg.repository, ("cache",), push_times=True))
-        repositories.append(list_repository(public, public_cfg.repository, ("public",), push_times=False))
-    for r in repositories:
-        log(f"{r.repository.location}: {len(r.tags)} tags listed")
-    store_url = config.wheel_store.url.rstrip("/")
-    root = store.path.rstrip("/")
-    calls.add("store list")
-    folders = [_basename(e) for e in _entries(store, root, store_url + "/") if e.get("type") == "directory"]
-    nightly = read_nightly_folders(store, store_url, calls) if NIGHTLY_FOLDER in folders else {}
-    inputs = RetentionInputs(
-        repositories=tuple(repositories),
-        wheel_folders=tuple(WheelFolder(name) for name in sorted(folders)),
-        store_url=store_url,
-        keep_commits=keep_commits,
-        variants=tuple(v.name for v in config.variants),
-        public_tags=config.public_tags,
-        nightly_folders=nightly,
-    )
-    undated = commits_without_push_time(inputs) & set(folders)
-    if undated:
-        log(f"{len(undated)} commit folder(s) have no tag with a push time: reading their file times")
-        dated = []
-        for folder in inputs.wheel_folders:
-            when = None
-            if folder.name in undated:
-                calls.add("store list")
-                when = _newest_file_time(store, f"{root}/{folder.name}", f"{store_url}/{folder.name}/")
-            dated.append(WheelFolder(folder.name, when))
-        inputs = replace(inputs, wheel_folders=tuple(dated))
-    log(f"{store_url}/: {len(folders)} folders; nightly aliases: "
-        + (", ".join(f"{k} → {v}" for k, v in sorted(nightly.items())) or "none"))
-    return inputs
-
-
-def read_base_use(registry: ImageRegistry, images: Sequence[ImageToInspect], log: Log,
-                  calls: CallCount | None = None) -> dict[str, BaseUse | None]:
-    """The base labels of each image (one ``labels`` read per distinct digest).
-
-    An image that vanished since it was listed names no base (None): every base of its variant is
-    then kept. Registry errors propagate: without the labels nothing about bases can be decided.
-    """
-    found: dict[str, BaseUse | None] = {}
-    for image in images:
-        if image.digest in found:
-            continue
-        if calls is not None:
-            calls.add("label read")
-        try:
-            labels = registry.labels(image.repository, image.digest)
-        except LookupError as exc:
-            log(f"{image.location}:{image.tag}: gone since listing ({exc}); its variant keeps every base")
-            found[image.digest] = None
-            continue
-        key, digest = labels.get(LABEL_BASE_KEY), labels.get(LABEL_BASE_DIGEST)
-        found[image.digest] = BaseUse(key, digest) if key or digest else None
-    return found
-
-
-# --------------------------------------------------------------------------- applying
-
-
-class Applied(Frozen):
-    """What ``apply_retention`` did."""
-
-    tags_deleted: dict[str, int]
-    folders_deleted: int
-    skipped: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Guard:
-    """What the nightly aliases point to *now*, read again just before deleting."""
-
-    commits: frozenset[str]
-    digests: frozenset[str]
-
-
-def read_guard(config: ReleaseConfig, *, public: ImageRegistry, store: FolderStore) -> Guard:
-    """The nightly aliases as they are now: the public alias tags' digests and the alias folders' commits.
-
-    One lookup per alias tag (two per variant) and a few small reads per alias folder.
-    """
-    digests: set[str] = set()
-    for v in config.variants:
-        for pattern in (config.public_tags.nightly, config.public_tags.base_nightly):
-            found = public.lookup(config.public_registry.repository, public_tag(pattern, variant=v.name, commit=""))
-            if found.present and found.digest:
-                digests.add(found.digest)
-    commits = {c for c in read_nightly_folders(store, config.wheel_store.url, CallCount()).values() if c}
-    return Guard(frozenset(commits), frozenset(digests))
-
-
-def delete_wheel_folder(store: FolderStore, store_url: str, name: str) -> bool:
-    """``rm -r <store>/<commit>/``: only ever a commit folder, never ``nightly/`` or the root.
-
-    True when deleted, False when it was already gone.
-    """
-    from rocm_release.adapters.store import classify
-
-    if not SHA_RE.match(name):
-        raise ValueError(f"refusing to delete {name!r}: only <store>/<40-hex commit>/ folders are deleted")
-    path = f"{store.path.rstrip('/')}/{name}"
-    where = f"{store_url.rstrip('/')}/{name}/"
-    try:
-        store.fs.rm(path, recursive=True)
-    except FileNotFoundError:
-        return False
-    except Exception as exc:  # noqa: BLE001 - classified like every store error
-        raise classify(exc, where) from exc
-    return True
-
-
-def apply_retention(
-    deletions: Sequence[RetentionDecision],
-    *,
-    targets: Mapping[str, tuple[ImageRegistry, str]],
-    cache_location: str,
-    store: FolderStore,
-    store_url: str,
-    log: Log,
-    guard: Guard | None = None,
-) -> Applied:
-    """Delete what the plan says: other repositories' tags first, then wheel folders, the cache last.
-
-    ``targets``: location (``host/repo``) → (client, repository). ECR deletes in batches of at most 100
-    tags per call; an OCI registry deletes by digest and refuses (TagDeletionRefused, nothing deleted)
-    when a tag outside the set shares a doomed digest. ``guard`` (the aliases read again now) drops any
-    deletion that a nightly alias has come to point to since the plan; an already-deleted tag or folder
-    counts as done, so a retry converges.
-    """
-    skipped: list[str] = []
-    todo: list[RetentionDecision] = []
-    protected_commits = set(guard.commits) if guard else set()
-    if guard:
-        for d in deletions:  # the commit whose release image an alias now points to
-            if d.kind in ("release", "nightly_commit") and d.digest in guard.digests and d.commit:
-                protected_commits.add(d.commit)
-    for d in deletions:
-        if d.action != "delete":
-            raise ValueError(f"apply_retention got a {d.action!r} decision for {d.reference}")
-        # A base the alias points to now stays; a per-commit tag follows its commit (on ECR an old
-        # ``base-nightly-<commit>-<variant>`` tag may go although its image stays under the alias).
-        if guard and (d.commit in protected_commits or (d.kind in BASE_KINDS and d.digest in guard.digests)):
-            skipped.append(d.reference)
-            log(f"SKIP {d.reference}: a nightly alias points to it now (it did not when planned)")
-            continue
-        todo.append(d)
-    by_location: dict[str, list[str]] = defaultdict(list)
-    for d in todo:
-        if d.target == "tag":
-            by_location[d.location].append(d.name)
-    order = [loc for loc in by_location if loc != cache_location]
-    deleted: dict[str, int] = {}
-
-    def delete_tags(location: str) -> None:
-        if location not in targets:
-            raise ValueError(f"no registry client for {location}")
-        registry, repository = targets[location]
-        names = by_location[location]
-        log(f"{location}: deleting {len(names)} tags")
-        registry.delete_tags(repository, names)
-        deleted[location] = len(names)
-
-    for location in order:
-        delete_tags(location)
-    folders = 0
-    for d in todo:
-        if d.target == "folder":
-            gone = delete_wheel_folder(store, store_url, d.name)
-            folders += 1
-            log(f"{d.reference}: {'deleted' if gone else 'already gone'}")
-    if cache_location in by_location:
-        delete_tags(cache_location)
-    return Applied(tags_deleted=deleted, folders_deleted=folders, skipped=tuple(skipped))
