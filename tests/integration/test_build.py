@@ -552,7 +552,8 @@ CANARY_STEP = (
 
 
 def test_build_secret_is_used_but_never_shown(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    from rocm_release.tasks.nightly import BuildImageOperator, _secret_files
+    from rocm_release.adapters.steps import _secret_files
+    from rocm_release.tasks.nightly import BuildImageOperator
 
     canary = f"canary-{secrets.token_hex(16)}"
     monkeypatch.setenv(f"AIRFLOW_CONN_{CANARY_ID.upper()}", json.dumps({"conn_type": "generic", "password": canary}))

@@ -74,7 +74,9 @@ from rocm_release.core.plan import (
     VariantPlan,
     make_plan,
 )
-from rocm_release.tasks.sensors import RESOLVE_TASK, Artifact, ArtifactSensor
+from rocm_release.core.task_ids import RESOLVE_RELEASE as RESOLVE_TASK
+from rocm_release.core.task_ids import Artifact
+from rocm_release.tasks.sensors import ArtifactSensor
 from tests.conftest import REPO, TEST_ENV
 from tests.integration.moto_server import moto_server as start_moto
 from tests.integration.registries import (
