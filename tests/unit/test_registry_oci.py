@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import socket
 import urllib.parse
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from rocm_release.adapters.registry.oci import (
     manifest_references,
     parse_challenge,
 )
-from rocm_release.core.names import DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST
+from rocm_release.core.names import DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST, check_reference, check_tag
 from rocm_release.core.registry import FatalRegistryError, ImageRegistry, TransientRegistryError
 
 HOST = "registry.test:5000"
@@ -231,6 +232,23 @@ def test_names_that_do_not_fit_the_grammar_never_reach_a_url() -> None:
     for repo, ref in [("Rocm/VLLM", "t"), ("rocm/../x", "t"), ("rocm/vllm", "a/b"), ("rocm/vllm", "sha256:xyz")]:
         with pytest.raises(ValueError):
             reg.lookup(repo, ref)
+
+
+@pytest.mark.parametrize("tag", ["ñightly", "nightly-rocm٧", "ｎightly", "nightly-ǅ"])
+def test_tag_check_is_ascii_only(tag: str) -> None:
+    """The OCI grammar is ASCII: a ``\\w`` pattern would accept these (``"ñightly".isidentifier()``)."""
+    assert re.fullmatch(r"\w[\w.-]*", tag)  # what the client's old TAG_RE let through
+    with pytest.raises(ValueError, match="is not valid"):
+        check_tag(tag)
+    with pytest.raises(ValueError, match="neither a tag"):
+        check_reference(tag)
+    reg = registry(lambda r: pytest.fail("no request expected"))
+    with pytest.raises(ValueError):
+        reg.lookup("rocm/vllm", tag)
+    with pytest.raises(ValueError):
+        reg.tag("rocm/vllm", MANIFEST_DIGEST, tag)
+    with pytest.raises(ValueError):
+        reg.delete_tags("rocm/vllm", [tag])
 
 
 # --------------------------------------------------------------------------------------------

@@ -29,10 +29,9 @@ from rocm_release.adapters.registry.oci import (
     BlobReader,
     Descriptor,
     MalformedManifest,
-    check_tag,
     manifest_references,
 )
-from rocm_release.core.names import INDEX_MEDIA_TYPES
+from rocm_release.core.names import INDEX_MEDIA_TYPES, check_tag
 from rocm_release.core.registry import FatalRegistryError, Lookup, Manifest
 
 log = logging.getLogger(__name__)

@@ -42,9 +42,10 @@ from rocm_release.core.names import (
     IMAGE_MEDIA_TYPES,
     INDEX_MEDIA_TYPES,
     MANIFEST_MEDIA_TYPES,
-    REPOSITORY_MAX,
-    REPOSITORY_RE,
-    TAG_RE,
+    check_digest,
+    check_reference,
+    check_repository,
+    check_tag,
 )
 from rocm_release.core.registry import (
     FatalRegistryError,
@@ -77,8 +78,7 @@ FOREIGN_LAYER_PREFIXES = (
 )
 LABEL_PLATFORM = ("linux", "amd64")
 
-# Grammar from the distribution reference package: lower-case path components, a tag of
-# at most 128 word characters. Checked before a name goes into a URL path.
+# A host name or bracketed IP address, with an optional port: what goes between "//" and the path.
 _HOST_RE = re.compile(r"^[A-Za-z0-9.-]+(?::[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?$")
 _CHALLENGE_PARAM_RE = re.compile(r'([A-Za-z_]+)\s*=\s*(?:"([^"]*)"|([^,\s]*))')
 
@@ -98,39 +98,6 @@ class MalformedManifest(ValueError):
 def sha256_digest(data: bytes) -> str:
     """``sha256:<hex>`` of the bytes."""
     return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def check_repository(repository: str) -> str:
-    """The repository name, or ValueError naming the grammar it breaks."""
-    if not REPOSITORY_RE.match(repository) or len(repository) > REPOSITORY_MAX:
-        raise ValueError(
-            f"repository name {repository!r} is not valid: lower-case components "
-            f"[a-z0-9] separated by '.', '_', '__' or '-', joined by '/'"
-        )
-    return repository
-
-
-def check_reference(reference: str) -> str:
-    """A tag or a sha256 digest, or ValueError."""
-    if DIGEST_RE.match(reference) or TAG_RE.match(reference):
-        return reference
-    raise ValueError(
-        f"reference {reference!r} is neither a tag ([A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}) nor sha256:<64 hex>"
-    )
-
-
-def check_tag(tag: str) -> str:
-    """A tag (not a digest), or ValueError."""
-    if not TAG_RE.match(tag):
-        raise ValueError(f"tag {tag!r} is not valid: [A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}")
-    return tag
-
-
-def check_digest(digest: str) -> str:
-    """A sha256 digest, or ValueError."""
-    if not DIGEST_RE.match(digest):
-        raise ValueError(f"digest {digest!r} is not sha256:<64 lower-case hex>")
-    return digest
 
 
 # --------------------------------------------------------------------------------------------
