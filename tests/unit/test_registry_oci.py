@@ -23,12 +23,10 @@ import pytest
 
 from rocm_release.adapters.registry.image_copy import copy_image
 from rocm_release.adapters.registry.oci import (
-    MalformedManifest,
     OciRegistry,
     ReferenceNotFound,
     from_connection,
     from_login,
-    manifest_references,
     parse_challenge,
 )
 from rocm_release.core.names import DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST, check_reference, check_tag
@@ -217,14 +215,6 @@ def test_labels_that_are_not_strings_are_fatal() -> None:
 
     with pytest.raises(FatalRegistryError, match="not a map of strings"):
         registry(handler).labels("rocm/vllm", "t")
-
-
-def test_manifest_references_rejects_descriptors_without_digest() -> None:
-    from rocm_release.core.registry import Manifest
-
-    bad = json.dumps({"mediaType": OCI_MANIFEST, "config": {"mediaType": "x", "size": 1}, "layers": []}).encode()
-    with pytest.raises(MalformedManifest, match="config.digest"):
-        manifest_references(Manifest(bad, OCI_MANIFEST, digest_of(bad)))
 
 
 def test_names_that_do_not_fit_the_grammar_never_reach_a_url() -> None:
