@@ -25,7 +25,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import IO, Protocol
 
-from rocm_release.adapters.registry.oci import BlobReader
+from rocm_release.adapters.registry.blob_stream import BlobReader
 from rocm_release.adapters.registry.oci_manifest import Descriptor, MalformedManifest, manifest_references
 from rocm_release.core.names import INDEX_MEDIA_TYPES, check_tag
 from rocm_release.core.registry import FatalRegistryError, Lookup, Manifest

@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,6 +36,7 @@ from typing import IO, Any, NoReturn, Protocol
 
 import httpx
 
+from rocm_release.adapters.registry.blob_stream import READ_CHUNK, BlobReader, iter_source, rechunk
 from rocm_release.adapters.registry.oci_manifest import (
     Descriptor,
     MalformedManifest,
@@ -67,7 +67,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_PAGE_SIZE = 100
-READ_CHUNK = 1 << 20
 # distribution refuses manifests over 4 MiB; a bigger answer is not a manifest.
 MAX_MANIFEST_BYTES = 4 << 20
 # read_blob() is for small blobs (image configs, SHA256SUMS); layers are streamed.
@@ -90,117 +89,6 @@ class ReferenceNotFound(LookupError):
 
 class TagDeletionRefused(FatalRegistryError):
     """``delete_tags`` would remove a manifest that a tag outside the deletion set still needs."""
-
-
-# --------------------------------------------------------------------------------------------
-# Streaming blob reads
-
-
-class _VerifyingStream(io.RawIOBase):
-    """The raw side of BlobReader: pulls chunks, hashes them, checks size and digest at EOF."""
-
-    def __init__(
-        self,
-        chunks: Iterator[bytes],
-        digest: str,
-        expected_size: int | None,
-        fail: Callable[[str], NoReturn],
-        transport_error: Callable[[Exception], NoReturn],
-    ) -> None:
-        super().__init__()
-        self._chunks = chunks
-        self.digest = digest
-        self.expected_size = expected_size
-        self._fail = fail
-        self._transport_error = transport_error
-        self._hash = hashlib.sha256()
-        self._pending = b""
-        self._eof = False
-        self.bytes_read = 0
-        self.verified = False
-
-    def readable(self) -> bool:
-        return True
-
-    def _next_chunk(self) -> bytes:
-        while True:
-            try:
-                chunk = next(self._chunks)
-            except StopIteration:
-                self._finish()
-                return b""
-            except httpx.HTTPError as exc:
-                self._transport_error(exc)
-            if chunk:
-                break
-        self._hash.update(chunk)
-        self.bytes_read += len(chunk)
-        if self.expected_size is not None and self.bytes_read > self.expected_size:
-            self._fail(f"blob {self.digest} is longer than its declared {self.expected_size} bytes")
-        return chunk
-
-    def _finish(self) -> None:
-        if self._eof:
-            return
-        self._eof = True
-        if self.expected_size is not None and self.bytes_read != self.expected_size:
-            self._fail(f"blob {self.digest} has {self.bytes_read} bytes, its descriptor says {self.expected_size}")
-        got = "sha256:" + self._hash.hexdigest()
-        if got != self.digest:
-            self._fail(f"blob {self.digest} does not verify: its bytes hash to {got}")
-        self.verified = True
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        if not self._pending and not self._eof:
-            self._pending = self._next_chunk()
-        if not self._pending:
-            return 0
-        n = min(len(view), len(self._pending))
-        view[:n] = self._pending[:n]
-        self._pending = self._pending[n:]
-        return n
-
-
-class BlobReader(io.BufferedReader):
-    """A blob's bytes as a binary file object that verifies size and sha256 at its end.
-
-    Works wherever a binary stream does (``tarfile.open(fileobj=…, mode="r|*")``).
-    Nothing read is trusted until the stream has been read to its end without error:
-    a size or digest mismatch raises FatalRegistryError from the read that hits EOF;
-    ``verified`` turns True only then. A reader that stops early has verified nothing.
-    """
-
-    def __init__(
-        self,
-        chunks: Iterator[bytes],
-        digest: str,
-        expected_size: int | None,
-        fail: Callable[[str], NoReturn],
-        transport_error: Callable[[Exception], NoReturn],
-    ) -> None:
-        self._verifier = _VerifyingStream(chunks, digest, expected_size, fail, transport_error)
-        super().__init__(self._verifier, buffer_size=READ_CHUNK)
-
-    @property
-    def digest(self) -> str:
-        """The digest the bytes must hash to."""
-        return self._verifier.digest
-
-    @property
-    def bytes_read(self) -> int:
-        """Bytes received from the registry so far."""
-        return self._verifier.bytes_read
-
-    @property
-    def verified(self) -> bool:
-        """True once the whole blob was read and matched its digest (and size, when given)."""
-        return self._verifier.verified
-
-    def iter_chunks(self, size: int = READ_CHUNK) -> Iterator[bytes]:
-        """The remaining bytes in pieces of at most ``size``; verifies at the end."""
-        while chunk := self.read(size):
-            yield chunk
 
 
 # --------------------------------------------------------------------------------------------
@@ -953,14 +841,14 @@ class OciRegistry:
                 if size is not None:
                     headers["Content-Length"] = str(size)
                 body: bytes | Iterator[bytes] = (
-                    data if isinstance(data, bytes) else counted(_iter_source(data, READ_CHUNK)))
+                    data if isinstance(data, bytes) else counted(iter_source(data, READ_CHUNK)))
                 if isinstance(body, bytes):
                     hasher.update(body)
                     sent = len(body)
                 final = upload.copy_merge_params({"digest": digest})
                 resp = self._send("PUT", final, repository, scopes, headers=headers, content=body)
             else:
-                for piece in _rechunk(_iter_source(data, READ_CHUNK), chunk_size):
+                for piece in rechunk(iter_source(data, READ_CHUNK), chunk_size):
                     hasher.update(piece)
                     headers = {"Content-Type": "application/octet-stream",
                                "Content-Range": f"{sent}-{sent + len(piece) - 1}",
@@ -1007,31 +895,6 @@ class OciRegistry:
         if self.username is None or self._password is None:
             self._fatal("", "no credentials configured for docker login (anonymous registry)")
         return LoginCredentials(registry=self.name, username=self.username, password=self._password)
-
-
-def _iter_source(data: bytes | Iterable[bytes] | IO[bytes], chunk: int) -> Iterator[bytes]:
-    if isinstance(data, bytes):
-        yield data
-    elif isinstance(data, BlobReader):
-        yield from data.iter_chunks()
-    elif hasattr(data, "read"):
-        reader: IO[bytes] = data  # type: ignore[assignment]
-        while block := reader.read(chunk):
-            yield block
-    else:
-        yield from data
-
-
-def _rechunk(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
-    """Regroup a byte stream into pieces of exactly ``size`` bytes (the last may be shorter)."""
-    buffer = bytearray()
-    for chunk in chunks:
-        buffer += chunk
-        while len(buffer) >= size:
-            yield bytes(buffer[:size])
-            del buffer[:size]
-    if buffer:
-        yield bytes(buffer)
 
 
 def from_login(credentials: LoginCredentials, *, scheme: str = "https", **kwargs: Any) -> OciRegistry:
