@@ -27,7 +27,6 @@ from rocm_release.adapters.registry.oci import (
     ReferenceNotFound,
     from_connection,
     from_login,
-    parse_challenge,
 )
 from rocm_release.core.names import DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST, check_reference, check_tag
 from rocm_release.core.registry import FatalRegistryError, ImageRegistry, TransientRegistryError
@@ -308,7 +307,7 @@ def test_an_expired_token_is_fetched_again() -> None:
     hub = FakeHub(expires_in=0)  # below the spec's 60 s minimum: treated as 60 s, minus margin
     reg = registry(hub)
     reg.lookup("library/vllm", "a")
-    reg._tokens = {k: type(v)(v.value, 0.0) for k, v in reg._tokens.items()}  # as if 60 s passed
+    reg._auth._tokens = {k: type(v)(v.value, 0.0) for k, v in reg._auth._tokens.items()}  # as if 60 s passed
     reg.lookup("library/vllm", "a")
     assert len(hub.token_requests) == 2
 
@@ -342,14 +341,6 @@ def test_credentials_are_never_sent_to_a_plain_http_realm_of_an_https_registry()
 
     with pytest.raises(FatalRegistryError, match="plain http"):
         registry(handler, username="u", password="p").lookup("library/vllm", "t")
-
-
-def test_parse_challenge_reads_quoted_and_multi_scope_parameters() -> None:
-    challenge = parse_challenge(
-        'Bearer realm="https://a/token",service="reg",scope="repository:a:pull repository:b:pull"')
-    assert challenge is not None and challenge.scheme == "bearer"
-    assert challenge.params == {"realm": "https://a/token", "service": "reg",
-                                "scope": "repository:a:pull repository:b:pull"}
 
 
 # --------------------------------------------------------------------------------------------

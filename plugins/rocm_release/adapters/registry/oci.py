@@ -22,21 +22,19 @@ is the caller's business (a sensor pokes again).
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import logging
 import re
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any, NoReturn, Protocol
 
 import httpx
 
 from rocm_release.adapters.registry.blob_stream import READ_CHUNK, BlobReader, iter_source, rechunk
+from rocm_release.adapters.registry.oci_auth import OciAuth, Scopes, parse_challenge
 from rocm_release.adapters.registry.oci_manifest import (
     Descriptor,
     MalformedManifest,
@@ -80,7 +78,6 @@ LABEL_PLATFORM = ("linux", "amd64")
 
 # A host name or bracketed IP address, with an optional port: what goes between "//" and the path.
 _HOST_RE = re.compile(r"^[A-Za-z0-9.-]+(?::[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?$")
-_CHALLENGE_PARAM_RE = re.compile(r'([A-Za-z_]+)\s*=\s*(?:"([^"]*)"|([^,\s]*))')
 
 
 class ReferenceNotFound(LookupError):
@@ -89,33 +86,6 @@ class ReferenceNotFound(LookupError):
 
 class TagDeletionRefused(FatalRegistryError):
     """``delete_tags`` would remove a manifest that a tag outside the deletion set still needs."""
-
-
-# --------------------------------------------------------------------------------------------
-# Auth
-
-
-@dataclass(frozen=True)
-class _Challenge:
-    scheme: str
-    params: dict[str, str]
-
-
-def parse_challenge(header: str) -> _Challenge | None:
-    """``WWW-Authenticate: Bearer realm="…",service="…",scope="…"`` → scheme and parameters."""
-    header = header.strip()
-    if not header:
-        return None
-    scheme, _, rest = header.partition(" ")
-    params = {m.group(1).lower(): m.group(2) if m.group(2) is not None else m.group(3)
-              for m in _CHALLENGE_PARAM_RE.finditer(rest)}
-    return _Challenge(scheme.lower(), params)
-
-
-@dataclass
-class _Token:
-    value: str
-    expires_at: float  # time.monotonic()
 
 
 class ConnectionLike(Protocol):
@@ -139,20 +109,6 @@ class ConnectionLike(Protocol):
 
 # --------------------------------------------------------------------------------------------
 # The registry
-
-
-@dataclass(frozen=True)
-class _Scopes:
-    """The token scopes one request needs; also the key of the token cache."""
-
-    scopes: tuple[str, ...]
-
-    @classmethod
-    def of(cls, repository: str, actions: str, mount_from: str | None = None) -> _Scopes:
-        scopes = [f"repository:{repository}:{actions}"]
-        if mount_from is not None:
-            scopes.append(f"repository:{mount_from}:pull")
-        return cls(tuple(scopes))
 
 
 class OciRegistry:
@@ -190,9 +146,8 @@ class OciRegistry:
         self.page_size = page_size
         self._base = httpx.URL(f"{scheme}://{host}")
         self._client = httpx.Client(timeout=timeout, transport=transport, trust_env=False)
-        self._tokens: dict[_Scopes, _Token] = {}
-        # Learned from the first Bearer challenge; lets later scopes fetch a token up front.
-        self._bearer: _Challenge | None = None
+        self._auth = OciAuth(host, scheme=scheme, username=username, password=password,
+                             connection_id=connection_id, transmit=self._transmit)
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -262,66 +217,12 @@ class OciRegistry:
         except httpx.HTTPError as exc:
             self._transport_error(repository, f"{method} {url.path}", exc)
 
-    def _authorization(self, scopes: _Scopes, repository: str) -> str | None:
-        token = self._tokens.get(scopes)
-        if token is not None and token.expires_at > time.monotonic():
-            return f"Bearer {token.value}"
-        if self._bearer is not None:
-            # The registry uses tokens and we know its realm: fetch one up front
-            # instead of paying a 401 round trip for every new scope.
-            token = self._fetch_token(self._bearer, scopes.scopes, repository)
-            self._tokens[scopes] = token
-            return f"Bearer {token.value}"
-        if self.username is not None and self._password is not None:
-            raw = f"{self.username}:{self._password}".encode()
-            return "Basic " + base64.b64encode(raw).decode("ascii")
-        return None
-
-    def _fetch_token(self, challenge: _Challenge, scopes: Sequence[str], repository: str) -> _Token:
-        realm = challenge.params.get("realm", "")
-        realm_url = httpx.URL(realm) if realm else None
-        if realm_url is None or realm_url.scheme not in ("http", "https") or not realm_url.host:
-            self._fatal(repository, f"Bearer challenge names no usable realm: {realm!r}")
-        if realm_url.scheme == "http" and self.scheme == "https" and self.username is not None:
-            self._fatal(repository, f"token realm {realm} is plain http; refusing to send credentials there")
-        params: list[tuple[str, str | int | float | bool | None]] = []
-        if challenge.params.get("service"):
-            params.append(("service", challenge.params["service"]))
-        params.extend(("scope", s) for s in scopes)
-        headers = {}
-        if self.username is not None and self._password is not None:
-            raw = f"{self.username}:{self._password}".encode()
-            headers["Authorization"] = "Basic " + base64.b64encode(raw).decode("ascii")
-        url = realm_url.copy_merge_params(params)
-        resp = self._transmit("GET", url, repository, headers, None, stream=False, follow_redirects=True)
-        where = f"token server {realm_url.host}"
-        if resp.status_code in (401, 403):
-            self._fatal(repository, f"{where} refused the credentials (HTTP {resp.status_code})")
-        if resp.status_code in (408, 429) or resp.status_code >= 500:
-            self._transient(repository, f"{where} answered HTTP {resp.status_code}")
-        if resp.status_code != 200:
-            self._fatal(repository, f"{where} answered HTTP {resp.status_code}")
-        try:
-            body = resp.json()
-        except ValueError:
-            self._fatal(repository, f"{where} answered something that is not JSON")
-        value = body.get("token") or body.get("access_token") if isinstance(body, dict) else None
-        if not isinstance(value, str) or not value:
-            self._fatal(repository, f"{where} answered JSON without a token")
-        expires_in = body.get("expires_in", 60)
-        if not isinstance(expires_in, int | float) or isinstance(expires_in, bool):
-            expires_in = 60
-        # The spec's minimum lifetime is 60 s; refresh a little early so a token does
-        # not expire between being attached and being checked.
-        lifetime = max(float(expires_in), 60.0) - 10.0
-        return _Token(value, time.monotonic() + lifetime)
-
     def _send(
         self,
         method: str,
         url: httpx.URL,
         repository: str,
-        scopes: _Scopes,
+        scopes: Scopes,
         *,
         headers: Mapping[str, str] | None = None,
         content: bytes | Iterable[bytes] | None = None,
@@ -331,7 +232,7 @@ class OciRegistry:
         """One request with auth. A 401 with a Bearer challenge fetches a token and retries once."""
         hdrs = dict(headers or {})
         if self._same_origin(url):
-            auth = self._authorization(scopes, repository)
+            auth = self._auth.authorization(scopes, repository)
             if auth:
                 hdrs["Authorization"] = auth
         resp = self._transmit(method, url, repository, hdrs, content, stream=stream,
@@ -344,11 +245,7 @@ class OciRegistry:
             # Basic: the credentials (if any) were already sent; a 401 is the answer.
             return resp
         resp.close()
-        self._bearer = _Challenge("bearer", {k: v for k, v in challenge.params.items() if k != "scope"})
-        wanted = tuple(challenge.params.get("scope", "").split()) or scopes.scopes
-        token = self._fetch_token(challenge, wanted, repository)
-        self._tokens[scopes] = token
-        hdrs["Authorization"] = f"Bearer {token.value}"
+        hdrs["Authorization"] = self._auth.answer_challenge(challenge, scopes, repository)
         return self._transmit(method, url, repository, hdrs, content, stream=stream,
                               follow_redirects=follow_redirects)
 
@@ -430,7 +327,7 @@ class OciRegistry:
         check_reference(tag)
         what = f"HEAD manifest {tag}"
         url = self._url(f"/v2/{repository}/manifests/{tag}")
-        resp = self._send("HEAD", url, repository, _Scopes.of(repository, "pull"),
+        resp = self._send("HEAD", url, repository, Scopes.of(repository, "pull"),
                           headers={"Accept": ACCEPT_MANIFESTS})
         present, reason = self._outcome(resp, repository, what)
         if not present:
@@ -459,7 +356,7 @@ class OciRegistry:
         check_reference(reference)
         what = f"GET manifest {reference}"
         url = self._url(f"/v2/{repository}/manifests/{reference}")
-        resp = self._send("GET", url, repository, _Scopes.of(repository, "pull"),
+        resp = self._send("GET", url, repository, Scopes.of(repository, "pull"),
                           headers={"Accept": ACCEPT_MANIFESTS}, stream=True)
         present, reason = self._outcome(resp, repository, what)
         if not present:
@@ -554,7 +451,7 @@ class OciRegistry:
             raise ValueError(f"manifest bytes hash to {digest}, not to the reference {reference}")
         what = f"PUT manifest {reference}"
         url = self._url(f"/v2/{repository}/manifests/{reference}")
-        resp = self._send("PUT", url, repository, _Scopes.of(repository, "pull,push"),
+        resp = self._send("PUT", url, repository, Scopes.of(repository, "pull,push"),
                           headers={"Content-Type": media_type}, content=raw)
         self._require_ok(resp, repository, what)
         header = self._checked_digest(resp.headers.get("docker-content-digest"), repository, what)
@@ -587,7 +484,7 @@ class OciRegistry:
                 self._fatal(repository, f"tag list pagination loops back to {url}")
             seen_urls.add(str(url))
             what = f"GET {url.path}?{url.query.decode()}"
-            resp = self._send("GET", url, repository, _Scopes.of(repository, "pull"))
+            resp = self._send("GET", url, repository, Scopes.of(repository, "pull"))
             present, _ = self._outcome(resp, repository, what)
             if not present:
                 return
@@ -677,7 +574,7 @@ class OciRegistry:
         for tag_name in self.tag_names(repository):
             what = f"HEAD manifest {tag_name}"
             resp = self._send("HEAD", self._url(f"/v2/{repository}/manifests/{tag_name}"), repository,
-                              _Scopes.of(repository, "pull"), headers={"Accept": ACCEPT_MANIFESTS})
+                              Scopes.of(repository, "pull"), headers={"Accept": ACCEPT_MANIFESTS})
             present, _ = self._outcome(resp, repository, what)
             if not present:
                 continue
@@ -716,7 +613,7 @@ class OciRegistry:
         for digest, names in doomed.items():
             what = f"DELETE manifest {digest} (tags {', '.join(names)})"
             resp = self._send("DELETE", self._url(f"/v2/{repository}/manifests/{digest}"), repository,
-                              _Scopes.of(repository, "delete"))
+                              Scopes.of(repository, "delete"))
             present, _ = self._outcome(resp, repository, what)
             if not present:
                 log.info("%s/%s@%s was already deleted", self.name, repository, digest)
@@ -728,7 +625,7 @@ class OciRegistry:
         check_repository(repository)
         check_digest(digest)
         resp = self._send("HEAD", self._url(f"/v2/{repository}/blobs/{digest}"), repository,
-                          _Scopes.of(repository, "pull"), follow_redirects=True)
+                          Scopes.of(repository, "pull"), follow_redirects=True)
         present, _ = self._outcome(resp, repository, f"HEAD blob {digest}")
         return present
 
@@ -743,7 +640,7 @@ class OciRegistry:
         check_digest(digest)
         what = f"GET blob {digest}"
         resp = self._send("GET", self._url(f"/v2/{repository}/blobs/{digest}"), repository,
-                          _Scopes.of(repository, "pull"), stream=True, follow_redirects=True)
+                          Scopes.of(repository, "pull"), stream=True, follow_redirects=True)
         present, reason = self._outcome(resp, repository, what)
         if not present:
             raise ReferenceNotFound(f"{self.name}/{repository}@{digest}: {reason}")
@@ -786,7 +683,7 @@ class OciRegistry:
         url = self._url(f"/v2/{repository}/blobs/uploads/").copy_merge_params(
             {"mount": digest, "from": from_repository})
         what = f"POST mount {digest} from {from_repository}"
-        resp = self._send("POST", url, repository, _Scopes.of(repository, "pull,push", from_repository))
+        resp = self._send("POST", url, repository, Scopes.of(repository, "pull,push", from_repository))
         self._require_ok(resp, repository, what)
         if resp.status_code == 201:
             return True
@@ -815,7 +712,7 @@ class OciRegistry:
         check_digest(digest)
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-        scopes = _Scopes.of(repository, "pull,push")
+        scopes = Scopes.of(repository, "pull,push")
         resp = self._send("POST", self._url(f"/v2/{repository}/blobs/uploads/"), repository, scopes)
         self._require_ok(resp, repository, f"POST upload {digest}")
         location = resp.headers.get("location")
@@ -878,7 +775,7 @@ class OciRegistry:
 
     def _cancel_upload(self, repository: str, upload: httpx.URL) -> None:
         try:
-            resp = self._send("DELETE", upload, repository, _Scopes.of(repository, "pull,push"))
+            resp = self._send("DELETE", upload, repository, Scopes.of(repository, "pull,push"))
             resp.close()
         except RegistryError as exc:  # best effort: registries expire abandoned uploads anyway
             log.warning("could not cancel upload %s: %s", upload.path, exc)
