@@ -22,12 +22,8 @@ import httpx
 import pytest
 
 from rocm_release.adapters.registry.image_copy import copy_image
-from rocm_release.adapters.registry.oci import (
-    OciRegistry,
-    ReferenceNotFound,
-    from_connection,
-    from_login,
-)
+from rocm_release.adapters.registry.oci import OciRegistry, from_connection, from_login
+from rocm_release.adapters.registry.oci_session import ReferenceNotFound
 from rocm_release.core.names import DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST, check_reference, check_tag
 from rocm_release.core.registry import FatalRegistryError, ImageRegistry, TransientRegistryError
 
@@ -307,7 +303,7 @@ def test_an_expired_token_is_fetched_again() -> None:
     hub = FakeHub(expires_in=0)  # below the spec's 60 s minimum: treated as 60 s, minus margin
     reg = registry(hub)
     reg.lookup("library/vllm", "a")
-    reg._auth._tokens = {k: type(v)(v.value, 0.0) for k, v in reg._auth._tokens.items()}  # as if 60 s passed
+    reg._http.auth._tokens = {k: type(v)(v.value, 0.0) for k, v in reg._http.auth._tokens.items()}  # as if 60 s passed
     reg.lookup("library/vllm", "a")
     assert len(hub.token_requests) == 2
 
