@@ -1,10 +1,10 @@
 """The OCI Distribution (Docker Registry HTTP API v2) implementation of :class:`ImageRegistry`.
 
-:class:`OciRegistry` speaks the API with httpx: manifests (Docker v2 and OCI, images and indexes),
-labels, tags (paged listing, deletion by digest) and, from :class:`.oci_blobs.OciBlobClient`, blobs.
-Requests, auth and the mapping of answers to present / absent / Transient / Fatal are
-:mod:`.oci_session`'s; :func:`from_login` and :func:`from_connection` build a client from credentials
-or an Airflow Connection.
+:class:`OciRegistry` speaks the API with httpx. It adds tags (paged listing, deletion by digest)
+and credentials to what it inherits: manifests and labels (:mod:`.oci_manifest_client`) and blobs
+(:mod:`.oci_blob_client`). Requests, auth and the mapping of answers to present / absent /
+Transient / Fatal are :mod:`.oci_session`'s. :func:`from_login` and :func:`from_connection` build
+a client from ``docker login`` credentials or an Airflow Connection.
 """
 
 from __future__ import annotations
@@ -18,33 +18,15 @@ from typing import Any, Protocol
 import httpx
 
 from rocm_release.adapters.registry.oci_auth import Scopes
-from rocm_release.adapters.registry.oci_blobs import OciBlobClient
-from rocm_release.adapters.registry.oci_manifest import (
-    Descriptor,
-    MalformedManifest,
-    ManifestReferences,
-    manifest_references,
-    sha256_digest,
-)
+from rocm_release.adapters.registry.oci_manifest import Descriptor
+from rocm_release.adapters.registry.oci_manifest_client import ACCEPT_MANIFESTS, OciManifestClient
 from rocm_release.adapters.registry.oci_session import DEFAULT_TIMEOUT, OciSession, ReferenceNotFound
-from rocm_release.core.names import (
-    DIGEST_RE,
-    INDEX_MEDIA_TYPES,
-    MANIFEST_MEDIA_TYPES,
-    check_digest,
-    check_reference,
-    check_repository,
-    check_tag,
-)
-from rocm_release.core.registry import FatalRegistryError, LoginCredentials, Lookup, Manifest, TagInfo
+from rocm_release.core.names import INDEX_MEDIA_TYPES, check_repository, check_tag
+from rocm_release.core.registry import FatalRegistryError, LoginCredentials, TagInfo
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE = 100
-# distribution refuses manifests over 4 MiB; a bigger answer is not a manifest.
-MAX_MANIFEST_BYTES = 4 << 20
-ACCEPT_MANIFESTS = ", ".join(MANIFEST_MEDIA_TYPES)
-LABEL_PLATFORM = ("linux", "amd64")
 
 
 class TagDeletionRefused(FatalRegistryError):
@@ -70,11 +52,7 @@ class ConnectionLike(Protocol):
     def extra(self) -> str | None: ...
 
 
-# --------------------------------------------------------------------------------------------
-# The registry
-
-
-class OciRegistry(OciBlobClient):
+class OciRegistry(OciManifestClient):
     """A registry that speaks the Docker Registry HTTP API v2 / OCI Distribution spec.
 
     ``host`` is ``name[:port]`` (no scheme). ``transport`` is for tests that stand in for
@@ -144,153 +122,6 @@ class OciRegistry(OciBlobClient):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- manifests ---------------------------------------------------------------------------
-
-    def lookup(self, repository: str, tag: str) -> Lookup:
-        """HEAD the manifest: present with its digest, or absent. One request (plus auth)."""
-        check_repository(repository)
-        check_reference(tag)
-        what = f"HEAD manifest {tag}"
-        url = self._http.url(f"/v2/{repository}/manifests/{tag}")
-        resp = self._http.send("HEAD", url, repository, Scopes.of(repository, "pull"),
-                          headers={"Accept": ACCEPT_MANIFESTS})
-        present, reason = self._http.outcome(resp, repository, what)
-        if not present:
-            sep = "@" if DIGEST_RE.match(tag) else ":"
-            return Lookup(present=False, reason=f"{self.name}/{repository}{sep}{tag}: {reason}")
-        media_type = self._http.media_type(resp)
-        if media_type is None:
-            self._http.fatal(repository, f"{what}: answer has no Content-Type")
-        if media_type not in MANIFEST_MEDIA_TYPES:
-            self._http.fatal(repository, f"{what}: media type {media_type!r} is not one we read "
-                                    f"({', '.join(MANIFEST_MEDIA_TYPES)})")
-        digest = self._http.checked_digest(resp.headers.get("docker-content-digest"), repository, what)
-        if digest is None:
-            # Some registries omit the header on HEAD; the bytes are the truth.
-            try:
-                digest = self.manifest(repository, tag).digest
-            except ReferenceNotFound as exc:
-                return Lookup(present=False, reason=str(exc))
-        if DIGEST_RE.match(tag) and digest != tag:
-            self._http.fatal(repository, f"{what}: asked for {tag}, registry answered {digest}")
-        return Lookup(present=True, digest=digest)
-
-    def manifest(self, repository: str, reference: str) -> Manifest:
-        """The manifest's exact bytes, media type and (verified) digest. Absent → ReferenceNotFound."""
-        check_repository(repository)
-        check_reference(reference)
-        what = f"GET manifest {reference}"
-        url = self._http.url(f"/v2/{repository}/manifests/{reference}")
-        resp = self._http.send("GET", url, repository, Scopes.of(repository, "pull"),
-                          headers={"Accept": ACCEPT_MANIFESTS}, stream=True)
-        present, reason = self._http.outcome(resp, repository, what)
-        if not present:
-            raise ReferenceNotFound(f"{self.name}/{repository}:{reference}: {reason}")
-        try:
-            raw = self._http.read_capped(resp, MAX_MANIFEST_BYTES)
-        except httpx.HTTPError as exc:
-            self._http.transport_error(repository, what, exc)
-        finally:
-            resp.close()
-        if raw is None:
-            self._http.fatal(repository, f"{what}: answer is larger than {MAX_MANIFEST_BYTES} bytes")
-        media_type = self._http.media_type(resp)
-        if media_type is None:
-            self._http.fatal(repository, f"{what}: answer has no Content-Type")
-        if media_type not in MANIFEST_MEDIA_TYPES:
-            self._http.fatal(repository, f"{what}: media type {media_type!r} is not one we read "
-                                    f"({', '.join(MANIFEST_MEDIA_TYPES)})")
-        digest = sha256_digest(raw)
-        header = self._http.checked_digest(resp.headers.get("docker-content-digest"), repository, what)
-        if header is not None and header != digest:
-            self._http.fatal(repository, f"{what}: Docker-Content-Digest {header} but the bytes hash to {digest}")
-        if DIGEST_RE.match(reference) and reference != digest:
-            self._http.fatal(repository, f"{what}: the bytes hash to {digest}")
-        try:
-            doc = json.loads(raw)
-        except ValueError:
-            self._http.fatal(repository, f"{what}: manifest is not JSON")
-        declared = doc.get("mediaType") if isinstance(doc, dict) else None
-        if not isinstance(doc, dict) or (declared is not None and declared != media_type):
-            self._http.fatal(repository, f"{what}: manifest body does not match its Content-Type {media_type}")
-        return Manifest(raw=raw, media_type=media_type, digest=digest)
-
-    def references(self, repository: str, manifest: Manifest) -> ManifestReferences:
-        """What ``manifest`` points to; a malformed manifest is Fatal."""
-        try:
-            return manifest_references(manifest)
-        except MalformedManifest as exc:
-            self._http.fatal(repository, str(exc))
-
-    def platform_manifest(self, repository: str, reference: str,
-                          platform: tuple[str, str] = LABEL_PLATFORM) -> Manifest:
-        """The image manifest for ``reference``: itself, or the index's entry for ``platform``."""
-        top = self.manifest(repository, reference)
-        if top.media_type not in INDEX_MEDIA_TYPES:
-            return top
-        for child in self.references(repository, top).manifests:
-            if child.platform == platform:
-                return self.manifest(repository, child.digest)
-        self._http.fatal(repository, f"index {reference} ({top.digest}) has no {'/'.join(platform)} entry")
-
-    def image_config(self, repository: str, reference: str) -> dict[str, Any]:
-        """The image config JSON (linux/amd64 entry for an index), verified against its digest."""
-        image = self.platform_manifest(repository, reference)
-        config = self.references(repository, image).config
-        if config is None:  # pragma: no cover - manifest_references always sets it for images
-            self._http.fatal(repository, f"manifest {image.digest} has no config")
-        raw = self.read_blob(repository, config.digest, size=config.size)
-        try:
-            doc = json.loads(raw)
-        except ValueError:
-            self._http.fatal(repository, f"config blob {config.digest} is not JSON")
-        if not isinstance(doc, dict):
-            self._http.fatal(repository, f"config blob {config.digest} is not a JSON object")
-        return doc
-
-    def labels(self, repository: str, reference: str) -> dict[str, str]:
-        """``config.Labels`` of the image (linux/amd64 for an index); empty when it has none.
-
-        Costs two requests for an image manifest (manifest + config blob), three for an
-        index (index + platform manifest + config blob).
-        """
-        doc = self.image_config(repository, reference)
-        config = doc.get("config") or {}
-        labels = config.get("Labels") if isinstance(config, dict) else None
-        if labels is None:
-            return {}
-        if not isinstance(labels, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
-        ):
-            self._http.fatal(repository, f"{reference}: config.Labels is not a map of strings")
-        return dict(labels)
-
-    def put_manifest(self, repository: str, reference: str, raw: bytes, media_type: str) -> str:
-        """PUT the exact bytes under a tag or their digest; returns the digest (verified)."""
-        check_repository(repository)
-        check_reference(reference)
-        if media_type not in MANIFEST_MEDIA_TYPES:
-            raise ValueError(f"media type {media_type!r} is not one of {', '.join(MANIFEST_MEDIA_TYPES)}")
-        digest = sha256_digest(raw)
-        if DIGEST_RE.match(reference) and reference != digest:
-            raise ValueError(f"manifest bytes hash to {digest}, not to the reference {reference}")
-        what = f"PUT manifest {reference}"
-        url = self._http.url(f"/v2/{repository}/manifests/{reference}")
-        resp = self._http.send("PUT", url, repository, Scopes.of(repository, "pull,push"),
-                          headers={"Content-Type": media_type}, content=raw)
-        self._http.require_ok(resp, repository, what)
-        header = self._http.checked_digest(resp.headers.get("docker-content-digest"), repository, what)
-        if header is not None and header != digest:
-            self._http.fatal(repository, f"{what}: registry stored it as {header}, the bytes hash to {digest}")
-        return digest
-
-    def tag(self, repository: str, digest: str, new_tag: str) -> None:
-        """Point ``new_tag`` at ``digest``: GET the manifest, PUT the same bytes. No layer moves."""
-        check_digest(digest)
-        check_tag(new_tag)
-        manifest = self.manifest(repository, digest)
-        self.put_manifest(repository, new_tag, manifest.raw, manifest.media_type)
-
     # -- tags --------------------------------------------------------------------------------
 
     def tag_names(self, repository: str) -> Iterator[str]:
@@ -308,30 +139,39 @@ class OciRegistry(OciBlobClient):
             if str(url) in seen_urls:
                 self._http.fatal(repository, f"tag list pagination loops back to {url}")
             seen_urls.add(str(url))
-            what = f"GET {url.path}?{url.query.decode()}"
-            resp = self._http.send("GET", url, repository, Scopes.of(repository, "pull"))
-            present, _ = self._http.outcome(resp, repository, what)
-            if not present:
+            page = self._tag_page(repository, url)
+            if page is None:
                 return
-            try:
-                doc = resp.json()
-            except ValueError:
-                self._http.fatal(repository, f"{what}: answer is not JSON")
-            tags = doc.get("tags") if isinstance(doc, dict) else ()
-            if tags is None:  # distribution answers "tags": null for an emptied repository
-                tags = []
-            if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-                self._http.fatal(repository, f"{what}: answer has no 'tags' list of strings")
+            tags, url = page
             for tag_name in tags:
                 if tag_name not in seen_tags:
                     seen_tags.add(tag_name)
                     yield tag_name
-            link = resp.links.get("next", {}).get("url")
-            url = None
-            if link:
-                url = self._http.url(link)
-                if not self._http.same_origin(url):
-                    self._http.fatal(repository, f"{what}: next page {link!r} is on another host")
+
+    def _tag_page(self, repository: str, url: httpx.URL) -> tuple[list[str], httpx.URL | None] | None:
+        """One page of the tag list and the URL of the next (None on the last); None when absent."""
+        http = self._http
+        what = f"GET {url.path}?{url.query.decode()}"
+        resp = http.send("GET", url, repository, Scopes.of(repository, "pull"))
+        present, _ = http.outcome(resp, repository, what)
+        if not present:
+            return None
+        try:
+            doc = resp.json()
+        except ValueError:
+            http.fatal(repository, f"{what}: answer is not JSON")
+        tags = doc.get("tags") if isinstance(doc, dict) else ()
+        if tags is None:  # distribution answers "tags": null for an emptied repository
+            tags = []
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            http.fatal(repository, f"{what}: answer has no 'tags' list of strings")
+        link = resp.links.get("next", {}).get("url")
+        if not link:
+            return tags, None
+        next_url = http.url(link)
+        if not http.same_origin(next_url):
+            http.fatal(repository, f"{what}: next page {link!r} is on another host")
+        return tags, next_url
 
     def list_tags(self, repository: str, *, with_push_times: bool = False) -> Iterator[TagInfo]:
         """Every tag with its digest; ``pushed_at`` only when ``with_push_times``.
@@ -345,25 +185,37 @@ class OciRegistry(OciBlobClient):
         """
         created_by_config: dict[str, datetime | None] = {}
         for tag_name in self.tag_names(repository):
-            if not with_push_times:
-                found = self.lookup(repository, tag_name)
-                if found.present and found.digest is not None:
-                    yield TagInfo(tag=tag_name, digest=found.digest)
-                continue
-            try:
-                top = self.manifest(repository, tag_name)
-                image = top
-                if top.media_type in INDEX_MEDIA_TYPES:
-                    image = self.platform_manifest(repository, top.digest)
-            except ReferenceNotFound:
-                continue
-            config = self.references(repository, image).config
-            pushed_at = None
-            if config is not None:
-                if config.digest not in created_by_config:
-                    created_by_config[config.digest] = self._created(repository, config)
-                pushed_at = created_by_config[config.digest]
-            yield TagInfo(tag=tag_name, digest=top.digest, pushed_at=pushed_at)
+            if with_push_times:
+                info = self._tag_with_push_time(repository, tag_name, created_by_config)
+            else:
+                info = self._tag_with_digest(repository, tag_name)
+            if info is not None:
+                yield info
+
+    def _tag_with_digest(self, repository: str, tag_name: str) -> TagInfo | None:
+        """The tag and its digest (one HEAD); None when it is gone."""
+        found = self.lookup(repository, tag_name)
+        if found.present and found.digest is not None:
+            return TagInfo(tag=tag_name, digest=found.digest)
+        return None
+
+    def _tag_with_push_time(self, repository: str, tag_name: str,
+                            created_by_config: dict[str, datetime | None]) -> TagInfo | None:
+        """The tag, its digest and its config's ``created`` (read once per config); None when gone."""
+        try:
+            top = self.manifest(repository, tag_name)
+            image = top
+            if top.media_type in INDEX_MEDIA_TYPES:
+                image = self.platform_manifest(repository, top.digest)
+        except ReferenceNotFound:
+            return None
+        config = self.references(repository, image).config
+        pushed_at = None
+        if config is not None:
+            if config.digest not in created_by_config:
+                created_by_config[config.digest] = self._created(repository, config)
+            pushed_at = created_by_config[config.digest]
+        return TagInfo(tag=tag_name, digest=top.digest, pushed_at=pushed_at)
 
     def _created(self, repository: str, config: Descriptor) -> datetime | None:
         try:
@@ -395,21 +247,8 @@ class OciRegistry(OciBlobClient):
         wanted = [check_tag(t) for t in tags]
         if not wanted:
             return
-        current: dict[str, tuple[str, str]] = {}  # tag → (digest, media type)
-        for tag_name in self.tag_names(repository):
-            what = f"HEAD manifest {tag_name}"
-            resp = self._http.send("HEAD", self._http.url(f"/v2/{repository}/manifests/{tag_name}"), repository,
-                              Scopes.of(repository, "pull"), headers={"Accept": ACCEPT_MANIFESTS})
-            present, _ = self._http.outcome(resp, repository, what)
-            if not present:
-                continue
-            digest = self._http.checked_digest(resp.headers.get("docker-content-digest"), repository, what)
-            media_type = self._http.media_type(resp)
-            if digest is None or media_type is None:
-                manifest = self.manifest(repository, tag_name)
-                digest, media_type = manifest.digest, manifest.media_type
-            current[tag_name] = (digest, media_type)
-        doomed: dict[str, list[str]] = {}
+        current = self._current_tags(repository)
+        doomed: dict[str, list[str]] = {}  # digest → the wanted tags on it
         for tag_name in wanted:
             if tag_name in current:
                 doomed.setdefault(current[tag_name][0], []).append(tag_name)
@@ -417,6 +256,44 @@ class OciRegistry(OciBlobClient):
                 log.info("%s/%s:%s is already gone", self.name, repository, tag_name)
         wanted_set = set(wanted)
         kept = {t: v for t, v in current.items() if t not in wanted_set}
+        conflicts = self._deletion_conflicts(repository, kept, doomed)
+        if conflicts:
+            raise TagDeletionRefused(
+                self.name, repository,
+                "refusing to delete: the registry deletes by digest, which removes every tag on it; "
+                + "; ".join(conflicts) + ". Delete those tags too, or point them elsewhere first.",
+                self.connection_id,
+            )
+        for digest, names in doomed.items():
+            what = f"DELETE manifest {digest} (tags {', '.join(names)})"
+            resp = self._http.send("DELETE", self._http.url(f"/v2/{repository}/manifests/{digest}"), repository,
+                                   Scopes.of(repository, "delete"))
+            present, _ = self._http.outcome(resp, repository, what)
+            if not present:
+                log.info("%s/%s@%s was already deleted", self.name, repository, digest)
+
+    def _current_tags(self, repository: str) -> dict[str, tuple[str, str]]:
+        """Every tag → (digest, media type): a HEAD each, a GET when the HEAD lacks either header."""
+        http = self._http
+        current: dict[str, tuple[str, str]] = {}
+        for tag_name in self.tag_names(repository):
+            what = f"HEAD manifest {tag_name}"
+            resp = http.send("HEAD", http.url(f"/v2/{repository}/manifests/{tag_name}"), repository,
+                             Scopes.of(repository, "pull"), headers={"Accept": ACCEPT_MANIFESTS})
+            present, _ = http.outcome(resp, repository, what)
+            if not present:
+                continue
+            digest = http.checked_digest(resp.headers.get("docker-content-digest"), repository, what)
+            media_type = http.media_type(resp)
+            if digest is None or media_type is None:
+                manifest = self.manifest(repository, tag_name)
+                digest, media_type = manifest.digest, manifest.media_type
+            current[tag_name] = (digest, media_type)
+        return current
+
+    def _deletion_conflicts(self, repository: str, kept: dict[str, tuple[str, str]],
+                            doomed: dict[str, list[str]]) -> list[str]:
+        """Why deleting ``doomed`` would hurt a ``kept`` tag: it points to one, or is an index listing one."""
         conflicts: list[str] = []
         for tag_name, (digest, media_type) in sorted(kept.items()):
             if digest in doomed:
@@ -428,20 +305,7 @@ class OciRegistry(OciBlobClient):
                     if child.digest in doomed:
                         conflicts.append(f"tag {tag_name!r} is an index that lists {child.digest} "
                                          f"(to be deleted with {', '.join(doomed[child.digest])})")
-        if conflicts:
-            raise TagDeletionRefused(
-                self.name, repository,
-                "refusing to delete: the registry deletes by digest, which removes every tag on it; "
-                + "; ".join(conflicts) + ". Delete those tags too, or point them elsewhere first.",
-                self.connection_id,
-            )
-        for digest, names in doomed.items():
-            what = f"DELETE manifest {digest} (tags {', '.join(names)})"
-            resp = self._http.send("DELETE", self._http.url(f"/v2/{repository}/manifests/{digest}"), repository,
-                              Scopes.of(repository, "delete"))
-            present, _ = self._http.outcome(resp, repository, what)
-            if not present:
-                log.info("%s/%s@%s was already deleted", self.name, repository, digest)
+        return conflicts
 
     # -- credentials -------------------------------------------------------------------------
 
@@ -478,18 +342,7 @@ def from_connection(conn: ConnectionLike, **overrides: Any) -> OciRegistry:
     (default https), ``login``/``password``, ``extra`` JSON: ``scheme``, ``timeout``,
     ``page_size``. Keyword overrides win. Imports nothing from Airflow.
     """
-    extra_raw: object = conn.extra
-    extra: dict[str, Any] = {}
-    if isinstance(extra_raw, str) and extra_raw.strip():
-        try:
-            loaded = json.loads(extra_raw)
-        except ValueError as exc:
-            raise ValueError(f"connection {conn.conn_id!r}: extra is not JSON: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise ValueError(f"connection {conn.conn_id!r}: extra must be a JSON object")
-        extra = loaded
-    elif isinstance(extra_raw, Mapping):
-        extra = dict(extra_raw)
+    extra = _connection_extra(conn)
     host = (conn.host or "").strip()
     scheme = (conn.schema or extra.get("scheme") or "").strip().lower()
     if "://" in host:
@@ -512,3 +365,19 @@ def from_connection(conn: ConnectionLike, **overrides: Any) -> OciRegistry:
         kwargs["page_size"] = int(extra["page_size"])
     kwargs.update(overrides)
     return OciRegistry(host, **kwargs)
+
+
+def _connection_extra(conn: ConnectionLike) -> dict[str, Any]:
+    """The connection's ``extra`` as a dict: a JSON object (text) or a mapping; {} when empty."""
+    extra_raw: object = conn.extra
+    if isinstance(extra_raw, Mapping):
+        return dict(extra_raw)
+    if not isinstance(extra_raw, str) or not extra_raw.strip():
+        return {}
+    try:
+        loaded = json.loads(extra_raw)
+    except ValueError as exc:
+        raise ValueError(f"connection {conn.conn_id!r}: extra is not JSON: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise ValueError(f"connection {conn.conn_id!r}: extra must be a JSON object")
+    return loaded

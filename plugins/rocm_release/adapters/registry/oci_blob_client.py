@@ -53,7 +53,10 @@ class _Upload:
 
 
 class OciBlobClient:
-    """Blob operations on one registry, through ``session``. :class:`~.oci.OciRegistry` is one."""
+    """Blob operations on one registry, through ``session``. :class:`~.oci.OciRegistry` is one.
+
+    Subclasses share ``self._http``: the session's requests and answer mapping.
+    """
 
     def __init__(self, session: OciSession) -> None:
         self._http = session
