@@ -85,16 +85,19 @@ class OciSession:
         self._client.close()
 
     def fatal(self, repository: str, detail: str) -> NoReturn:
+        """Raise FatalRegistryError naming this registry, ``repository`` and the connection."""
         raise FatalRegistryError(self.host, repository, detail, self.connection_id)
 
     def transient(self, repository: str, detail: str) -> NoReturn:
+        """Raise TransientRegistryError naming this registry, ``repository`` and the connection."""
         raise TransientRegistryError(self.host, repository, detail, self.connection_id)
 
     def url(self, path: str) -> httpx.URL:
-        """An absolute path, or a ``Location``/``Link`` target (relative or absolute), on this registry's base."""
+        """``path`` (or a relative or absolute ``Location``/``Link`` target) resolved against the registry."""
         return self.base.join(path)
 
     def same_origin(self, url: httpx.URL) -> bool:
+        """Whether ``url`` is on this registry (credentials go nowhere else)."""
         return (url.scheme, url.host, url.port) == (self.base.scheme, self.base.host, self.base.port)
 
     def transport_error(self, repository: str, what: str, exc: Exception) -> NoReturn:
@@ -216,6 +219,7 @@ class OciSession:
             self.fatal(repository, f"{what}: registry answered {reason}")
 
     def checked_digest(self, header: str | None, repository: str, what: str) -> str | None:
+        """A ``Docker-Content-Digest`` header: None when missing, Fatal when not a sha256 digest."""
         if header is None:
             return None
         if not DIGEST_RE.match(header):
@@ -224,5 +228,6 @@ class OciSession:
 
     @staticmethod
     def media_type(resp: httpx.Response) -> str | None:
+        """The answer's Content-Type without parameters; None when missing."""
         value = resp.headers.get("content-type")
         return value.split(";", 1)[0].strip() if value else None
