@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import socket
 import urllib.parse
 from collections.abc import Callable
@@ -21,16 +22,9 @@ import httpx
 import pytest
 
 from rocm_release.adapters.registry.image_copy import copy_image
-from rocm_release.adapters.registry.oci import (
-    MalformedManifest,
-    OciRegistry,
-    ReferenceNotFound,
-    from_connection,
-    from_login,
-    manifest_references,
-    parse_challenge,
-)
-from rocm_release.core.names import DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST
+from rocm_release.adapters.registry.oci import OciRegistry, from_connection, from_login
+from rocm_release.adapters.registry.oci_session import ReferenceNotFound
+from rocm_release.core.names import DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST, check_reference, check_tag
 from rocm_release.core.registry import FatalRegistryError, ImageRegistry, TransientRegistryError
 
 HOST = "registry.test:5000"
@@ -218,19 +212,28 @@ def test_labels_that_are_not_strings_are_fatal() -> None:
         registry(handler).labels("rocm/vllm", "t")
 
 
-def test_manifest_references_rejects_descriptors_without_digest() -> None:
-    from rocm_release.core.registry import Manifest
-
-    bad = json.dumps({"mediaType": OCI_MANIFEST, "config": {"mediaType": "x", "size": 1}, "layers": []}).encode()
-    with pytest.raises(MalformedManifest, match="config.digest"):
-        manifest_references(Manifest(bad, OCI_MANIFEST, digest_of(bad)))
-
-
 def test_names_that_do_not_fit_the_grammar_never_reach_a_url() -> None:
     reg = registry(lambda r: pytest.fail("no request expected"))
     for repo, ref in [("Rocm/VLLM", "t"), ("rocm/../x", "t"), ("rocm/vllm", "a/b"), ("rocm/vllm", "sha256:xyz")]:
         with pytest.raises(ValueError):
             reg.lookup(repo, ref)
+
+
+@pytest.mark.parametrize("tag", ["ñightly", "nightly-rocm٧", "ｎightly", "nightly-ǅ"])
+def test_tag_check_is_ascii_only(tag: str) -> None:
+    """The OCI grammar is ASCII: the client's old ``\\w`` tag pattern accepted each of these."""
+    assert re.fullmatch(r"\w[\w.-]*", tag)  # what a \w pattern lets through
+    with pytest.raises(ValueError, match="is not valid"):
+        check_tag(tag)
+    with pytest.raises(ValueError, match="neither a tag"):
+        check_reference(tag)
+    reg = registry(lambda r: pytest.fail("no request expected"))
+    with pytest.raises(ValueError):
+        reg.lookup("rocm/vllm", tag)
+    with pytest.raises(ValueError):
+        reg.tag("rocm/vllm", MANIFEST_DIGEST, tag)
+    with pytest.raises(ValueError):
+        reg.delete_tags("rocm/vllm", [tag])
 
 
 # --------------------------------------------------------------------------------------------
@@ -300,7 +303,7 @@ def test_an_expired_token_is_fetched_again() -> None:
     hub = FakeHub(expires_in=0)  # below the spec's 60 s minimum: treated as 60 s, minus margin
     reg = registry(hub)
     reg.lookup("library/vllm", "a")
-    reg._tokens = {k: type(v)(v.value, 0.0) for k, v in reg._tokens.items()}  # as if 60 s passed
+    reg._http.auth._tokens = {k: type(v)(v.value, 0.0) for k, v in reg._http.auth._tokens.items()}  # as if 60 s passed
     reg.lookup("library/vllm", "a")
     assert len(hub.token_requests) == 2
 
@@ -334,14 +337,6 @@ def test_credentials_are_never_sent_to_a_plain_http_realm_of_an_https_registry()
 
     with pytest.raises(FatalRegistryError, match="plain http"):
         registry(handler, username="u", password="p").lookup("library/vllm", "t")
-
-
-def test_parse_challenge_reads_quoted_and_multi_scope_parameters() -> None:
-    challenge = parse_challenge(
-        'Bearer realm="https://a/token",service="reg",scope="repository:a:pull repository:b:pull"')
-    assert challenge is not None and challenge.scheme == "bearer"
-    assert challenge.params == {"realm": "https://a/token", "service": "reg",
-                                "scope": "repository:a:pull repository:b:pull"}
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,8 +19,6 @@ config blob, or 3 + 1 when the reference is an index; ``tag`` 2 (BatchGetImage +
 from __future__ import annotations
 
 import base64
-import hashlib
-import json
 import logging
 import re
 from collections.abc import Iterator, Sequence
@@ -28,6 +26,24 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from rocm_release.adapters.registry.ecr_answers import (
+    config_descriptor,
+    config_labels,
+    digest_field,
+    image_id,
+    platform_child,
+    required_str,
+    stored_manifest,
+)
+from rocm_release.adapters.registry.ecr_errors import (
+    ABSENT_CODES,
+    ABSENT_FAILURES,
+    TRANSIENT_FAILURES,
+    EcrImageNotFoundError,
+    MalformedAnswer,
+    classify_exception,
+    error_code,
+)
 from rocm_release.core.names import DIGEST_RE, INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES
 from rocm_release.core.registry import (
     FatalRegistryError,
@@ -61,120 +77,6 @@ _BOTOCORE_DEFAULTS: dict[str, Any] = {
     "connect_timeout": 10,
     "read_timeout": 30,
 }
-
-_ABSENT_CODES = frozenset({"ImageNotFoundException", "RepositoryNotFoundException"})
-_ABSENT_FAILURES = frozenset({"ImageNotFound", "ImageTagDoesNotMatchDigest"})
-_TRANSIENT_FAILURES = frozenset({"UpstreamTooManyRequests", "UpstreamUnavailable"})
-_TRANSIENT_CODES = frozenset(
-    {
-        "ThrottlingException",
-        "Throttling",
-        "ThrottledException",
-        "TooManyRequestsException",
-        "RequestLimitExceeded",
-        "RequestThrottled",
-        "RequestThrottledException",
-        "SlowDown",
-        "ServiceUnavailable",
-        "ServiceUnavailableException",
-        "ServerException",
-        "InternalFailure",
-        "InternalError",
-        "InternalServerError",
-        "RequestTimeout",
-        "RequestTimeoutException",
-        "PriorRequestNotComplete",
-    }
-)
-# Named so that a 5xx wrapper around one of them (some proxies do that) still reads as fatal.
-_FATAL_CODES = frozenset(
-    {
-        "AccessDenied",
-        "AccessDeniedException",
-        "UnrecognizedClientException",
-        "InvalidClientTokenId",
-        "ExpiredToken",
-        "ExpiredTokenException",
-        "InvalidSignatureException",
-        "SignatureDoesNotMatch",
-        "IncompleteSignature",
-        "MissingAuthenticationToken",
-        "RequestExpired",
-        "RequestTimeTooSkewed",
-    }
-)
-
-
-class EcrImageNotFoundError(LookupError):
-    """The registry said definitively that the repository or the image is not there."""
-
-
-class _MalformedAnswer(Exception):
-    """ECR answered, but not with something we can read."""
-
-
-def error_code(exc: BaseException) -> str | None:
-    """The AWS error code of a botocore ``ClientError`` (None for anything else)."""
-    response = getattr(exc, "response", None)
-    if not isinstance(response, dict):
-        return None
-    code = response.get("Error", {}).get("Code")
-    return str(code) if code is not None else None
-
-
-def _http_status(exc: BaseException) -> int | None:
-    response = getattr(exc, "response", None)
-    if not isinstance(response, dict):
-        return None
-    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return status if isinstance(status, int) else None
-
-
-def classify_exception(exc: BaseException) -> type[RegistryError]:
-    """Transient or fatal, for any exception a botocore call (or our parsing of it) can raise.
-
-    Unknown means fatal: a wrong "try again" only delays a page, a wrong "absent" rebuilds for hours,
-    so absent is never decided here (callers check :data:`_ABSENT_CODES` first).
-    """
-    from botocore.exceptions import ClientError, HTTPClientError, IncompleteReadError, SSLError
-    from botocore.exceptions import ConnectionError as BotoConnectionError
-
-    if isinstance(exc, ClientError):
-        code = error_code(exc) or ""
-        status = _http_status(exc)
-        if code in _FATAL_CODES or status in (401, 403):
-            return FatalRegistryError
-        if code in _TRANSIENT_CODES or status == 429 or (status is not None and status >= 500):
-            return TransientRegistryError
-        return FatalRegistryError
-    if isinstance(exc, SSLError):  # a certificate problem does not fix itself
-        return FatalRegistryError
-    if isinstance(exc, BotoConnectionError | HTTPClientError | IncompleteReadError):
-        # EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError, ...
-        return TransientRegistryError
-    return FatalRegistryError
-
-
-def _sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def _image_id(reference: str) -> dict[str, str]:
-    return {"imageDigest": reference} if DIGEST_RE.match(reference) else {"imageTag": reference}
-
-
-def _required_str(data: Any, key: str, where: str) -> str:
-    value = data.get(key) if isinstance(data, dict) else None
-    if not isinstance(value, str) or not value:
-        raise _MalformedAnswer(f"{where} has no {key!r}")
-    return value
-
-
-def _digest(data: Any, key: str, where: str) -> str:
-    value = _required_str(data, key, where)
-    if not DIGEST_RE.match(value):
-        raise _MalformedAnswer(f"{where} has {key}={value!r}, not a sha256 digest")
-    return value
 
 
 class EcrRegistry:
@@ -275,7 +177,7 @@ class EcrRegistry:
             yield
         except (RegistryError, EcrImageNotFoundError):
             raise
-        except _MalformedAnswer as exc:
+        except MalformedAnswer as exc:
             self._raise(FatalRegistryError, repository, f"{action}: unreadable answer: {exc}", exc)
         except Exception as exc:
             kind = classify_exception(exc)
@@ -293,23 +195,23 @@ class EcrRegistry:
         with self._translated(repository, f"look up {tag!r}"):
             try:
                 answer = self.client.describe_images(
-                    repositoryName=repository, imageIds=[_image_id(tag)], **self._ids()
+                    repositoryName=repository, imageIds=[image_id(tag)], **self._ids()
                 )
             except ClientError as exc:
                 code = error_code(exc)
-                if code in _ABSENT_CODES:
+                if code in ABSENT_CODES:
                     log.debug("%s/%s:%s absent (%s)", self._host, repository, tag, code)
                     return Lookup(present=False, reason=f"{code}: {exc}")
                 raise
             details = answer.get("imageDetails")
             if not isinstance(details, list) or len(details) != 1:
-                raise _MalformedAnswer(f"DescribeImages returned {details!r} for one imageId")
-            digest = _digest(details[0], "imageDigest", "DescribeImages imageDetails")
+                raise MalformedAnswer(f"DescribeImages returned {details!r} for one imageId")
+            digest = digest_field(details[0], "imageDigest", "DescribeImages imageDetails")
             if DIGEST_RE.match(tag):
                 if digest != tag:
-                    raise _MalformedAnswer(f"asked for {tag}, got {digest}")
+                    raise MalformedAnswer(f"asked for {tag}, got {digest}")
             elif tag not in (details[0].get("imageTags") or []):
-                raise _MalformedAnswer(f"the image returned for tag {tag!r} does not carry it")
+                raise MalformedAnswer(f"the image returned for tag {tag!r} does not carry it")
             return Lookup(present=True, digest=digest)
 
     def manifest(self, repository: str, reference: str) -> Manifest:
@@ -324,39 +226,28 @@ class EcrRegistry:
             try:
                 answer = self.client.batch_get_image(
                     repositoryName=repository,
-                    imageIds=[_image_id(reference)],
+                    imageIds=[image_id(reference)],
                     acceptedMediaTypes=list(MANIFEST_MEDIA_TYPES),
                     **self._ids(),
                 )
             except ClientError as exc:
-                if error_code(exc) in _ABSENT_CODES:
+                if error_code(exc) in ABSENT_CODES:
                     raise self._absent(repository, reference, str(error_code(exc))) from exc
                 raise
             failures = answer.get("failures") or []
             images = answer.get("images") or []
             if failures:
-                codes = sorted({str(f.get("failureCode")) for f in failures if isinstance(f, dict)})
-                detail = "; ".join(f"{f.get('failureCode')}: {f.get('failureReason')}" for f in failures)
-                if not images and set(codes) <= _ABSENT_FAILURES:
-                    raise self._absent(repository, reference, detail)
-                kind = TransientRegistryError if set(codes) <= _TRANSIENT_FAILURES else FatalRegistryError
-                raise kind(self._host, repository, f"BatchGetImage {reference!r}: {detail}", self._connection_id())
-            if not images:
-                raise _MalformedAnswer("BatchGetImage returned neither images nor failures")
-            image = images[0]
-            text = _required_str(image, "imageManifest", "BatchGetImage image")
-            raw = text.encode("utf-8")
-            digest = _digest(image.get("imageId"), "imageDigest", "BatchGetImage imageId")
-            if any(_digest(i.get("imageId"), "imageDigest", "BatchGetImage imageId") != digest for i in images):
-                raise _MalformedAnswer(f"BatchGetImage returned several digests for {reference!r}")
-            if DIGEST_RE.match(reference) and digest != reference:
-                raise _MalformedAnswer(f"asked for {reference}, got {digest}")
-            if _sha256(raw) != digest:
-                raise _MalformedAnswer(f"manifest bytes hash to {_sha256(raw)}, ECR says {digest}")
-            media_type = image.get("imageManifestMediaType") or _json_object(raw, "manifest").get("mediaType")
-            if media_type not in MANIFEST_MEDIA_TYPES:
-                raise _MalformedAnswer(f"manifest media type {media_type!r} is not one of {MANIFEST_MEDIA_TYPES}")
-            return Manifest(raw=raw, media_type=str(media_type), digest=digest)
+                self._raise_failures(repository, reference, failures, images)
+            return stored_manifest(reference, images)
+
+    def _raise_failures(self, repository: str, reference: str, failures: list[Any], images: list[Any]) -> NoReturn:
+        """BatchGetImage ``failures``: absent when they all say so (and no image came), else an error."""
+        codes = sorted({str(f.get("failureCode")) for f in failures if isinstance(f, dict)})
+        detail = "; ".join(f"{f.get('failureCode')}: {f.get('failureReason')}" for f in failures)
+        if not images and set(codes) <= ABSENT_FAILURES:
+            raise self._absent(repository, reference, detail)
+        kind = TransientRegistryError if set(codes) <= TRANSIENT_FAILURES else FatalRegistryError
+        raise kind(self._host, repository, f"BatchGetImage {reference!r}: {detail}", self._connection_id())
 
     def labels(self, repository: str, reference: str) -> dict[str, str]:
         """The image config's ``Labels`` ({} when it has none).
@@ -370,51 +261,24 @@ class EcrRegistry:
             child = self._platform_child(repository, reference, found)
             found = self.manifest(repository, child)
         with self._translated(repository, f"read the labels of {reference!r}"):
-            document = _json_object(found.raw, "manifest")
-            config = document.get("config")
-            config_digest = _digest(config, "digest", "manifest config")
-            declared = config.get("size") if isinstance(config, dict) else None
-            limit = declared if isinstance(declared, int) and 0 <= declared <= MAX_CONFIG_BYTES else MAX_CONFIG_BYTES
+            config_digest, limit = config_descriptor(found.raw, MAX_CONFIG_BYTES)
             answer = self.client.get_download_url_for_layer(
                 repositoryName=repository, layerDigest=config_digest, **self._ids()
             )
-            url = _required_str(answer, "downloadUrl", "GetDownloadUrlForLayer")
-            blob = self._fetch_blob(repository, url, limit)
-            if _sha256(blob) != config_digest:
-                raise _MalformedAnswer(f"config blob hashes to {_sha256(blob)}, the manifest names {config_digest}")
-            image_config = _json_object(blob, "image config").get("config") or {}
-            if not isinstance(image_config, dict):
-                raise _MalformedAnswer("image config 'config' is not an object")
-            labels = image_config.get("Labels") or {}
-            if not isinstance(labels, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
-            ):
-                raise _MalformedAnswer(f"image config Labels is not a string map: {labels!r}")
-            return dict(labels)
+            url = required_str(answer, "downloadUrl", "GetDownloadUrlForLayer")
+            return config_labels(self._fetch_blob(repository, url, limit), config_digest)
 
     def _platform_child(self, repository: str, reference: str, index: Manifest) -> str:
         """The digest of the index entry for ``platform`` (attestation entries never match)."""
         with self._translated(repository, f"pick the {self._platform} image of {reference!r}"):
-            entries = _json_object(index.raw, "index").get("manifests")
-            if not isinstance(entries, list):
-                raise _MalformedAnswer("index has no 'manifests' list")
-            os_name, _, arch = self._platform.partition("/")
-            seen = []
-            for entry in entries:
-                platform = entry.get("platform") if isinstance(entry, dict) else None
-                if not isinstance(platform, dict):
-                    continue
-                seen.append(f"{platform.get('os')}/{platform.get('architecture')}")
-                if platform.get("os") == os_name and platform.get("architecture") == arch:
-                    return _digest(entry, "digest", "index entry")
-            raise _MalformedAnswer(f"index has no {self._platform} image (it has {seen})")
+            return platform_child(index.raw, self._platform)
 
     def _fetch_blob(self, repository: str, url: str, limit: int) -> bytes:
         """GET a pre-signed blob URL, at most ``limit`` bytes. Network trouble and 5xx are transient."""
         import httpx
 
         if not url.startswith(("https://", "http://")):
-            raise _MalformedAnswer(f"download URL is not http(s): {url.split('?')[0]!r}")
+            raise MalformedAnswer(f"download URL is not http(s): {url.split('?')[0]!r}")
         where = url.split("?", 1)[0]  # the query string is the signature: keep it out of messages
         try:
             with httpx.stream("GET", url, timeout=30.0, follow_redirects=True) as response:
@@ -430,7 +294,7 @@ class EcrRegistry:
                 for chunk in response.iter_bytes():
                     body += chunk
                     if len(body) > limit:
-                        raise _MalformedAnswer(f"GET {where}: more than {limit} bytes")
+                        raise MalformedAnswer(f"GET {where}: more than {limit} bytes")
                 return bytes(body)
         except httpx.TransportError as exc:
             raise TransientRegistryError(
@@ -473,9 +337,9 @@ class EcrRegistry:
                         self._connection_id(),
                     ) from exc
                 raise
-            tagged = _digest(answer.get("image", {}).get("imageId"), "imageDigest", "PutImage imageId")
+            tagged = digest_field(answer.get("image", {}).get("imageId"), "imageDigest", "PutImage imageId")
             if tagged != digest:
-                raise _MalformedAnswer(f"PutImage tagged {tagged}, not {digest}")
+                raise MalformedAnswer(f"PutImage tagged {tagged}, not {digest}")
             log.info("%s/%s:%s -> %s", self._host, repository, new_tag, digest)
 
     def list_tags(self, repository: str, *, with_push_times: bool = False) -> Iterator[TagInfo]:
@@ -496,7 +360,7 @@ class EcrRegistry:
             try:
                 for page in pages:
                     for detail in page.get("imageDetails") or []:
-                        digest = _digest(detail, "imageDigest", "DescribeImages imageDetails")
+                        digest = digest_field(detail, "imageDigest", "DescribeImages imageDetails")
                         pushed_at = detail.get("imagePushedAt")
                         if not isinstance(pushed_at, datetime):
                             pushed_at = None
@@ -541,7 +405,7 @@ class EcrRegistry:
                     problems.append(f"{tag}: {code}: {failure.get('failureReason')}")
         log.info("%s/%s: deleted %d of %d tags", self._host, repository, deleted, len(wanted))
         if problems:
-            kind = TransientRegistryError if codes <= _TRANSIENT_FAILURES else FatalRegistryError
+            kind = TransientRegistryError if codes <= TRANSIENT_FAILURES else FatalRegistryError
             shown = "; ".join(problems[:10]) + (f"; … {len(problems) - 10} more" if len(problems) > 10 else "")
             raise kind(self._host, repository, f"{len(problems)} tags not deleted: {shown}", self._connection_id())
 
@@ -552,18 +416,18 @@ class EcrRegistry:
             if self._hook is not None:
                 tokens = self._hook.get_temporary_credentials(registry_ids=self._registry_id)
                 if not tokens:
-                    raise _MalformedAnswer("GetAuthorizationToken returned no authorizationData")
+                    raise MalformedAnswer("GetAuthorizationToken returned no authorizationData")
                 username, password, endpoint = tokens[0].username, tokens[0].password, tokens[0].registry
             else:
                 answer = client.get_authorization_token(
                     **({"registryIds": [self._registry_id]} if self._registry_id else {})
                 )
                 data = (answer.get("authorizationData") or [None])[0]
-                token = base64.b64decode(_required_str(data, "authorizationToken", "authorizationData"))
+                token = base64.b64decode(required_str(data, "authorizationToken", "authorizationData"))
                 username, sep, password = token.decode("utf-8").partition(":")
                 if not sep or not username or not password:
-                    raise _MalformedAnswer("authorizationToken is not 'user:password'")
-                endpoint = _required_str(data, "proxyEndpoint", "authorizationData").removeprefix("https://")
+                    raise MalformedAnswer("authorizationToken is not 'user:password'")
+                endpoint = required_str(data, "proxyEndpoint", "authorizationData").removeprefix("https://")
                 _mask(password)
         if endpoint != self._host:
             log.warning("ECR names its endpoint %s; the credentials are for the configured %s", endpoint, self._host)
@@ -582,16 +446,6 @@ class EcrRegistry:
                 raise
         log.info("created %s/%s", self._host, repository)
         return True
-
-
-def _json_object(raw: bytes, what: str) -> dict[str, Any]:
-    try:
-        document = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _MalformedAnswer(f"{what} is not JSON: {exc}") from exc
-    if not isinstance(document, dict):
-        raise _MalformedAnswer(f"{what} is not a JSON object")
-    return document
 
 
 def _mask(secret: str) -> None:

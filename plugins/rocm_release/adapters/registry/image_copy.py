@@ -25,14 +25,9 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import IO, Protocol
 
-from rocm_release.adapters.registry.oci import (
-    BlobReader,
-    Descriptor,
-    MalformedManifest,
-    check_tag,
-    manifest_references,
-)
-from rocm_release.core.names import INDEX_MEDIA_TYPES
+from rocm_release.adapters.registry.blob_stream import BlobReader
+from rocm_release.adapters.registry.oci_manifest import Descriptor, MalformedManifest, manifest_references
+from rocm_release.core.names import INDEX_MEDIA_TYPES, check_tag
 from rocm_release.core.registry import FatalRegistryError, Lookup, Manifest
 
 log = logging.getLogger(__name__)

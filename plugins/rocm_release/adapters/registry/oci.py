@@ -1,354 +1,36 @@
 """The OCI Distribution (Docker Registry HTTP API v2) implementation of :class:`ImageRegistry`.
 
-Speaks the API with httpx: manifests (Docker v2 and OCI, images and indexes), tags,
-blobs (streamed, verified), uploads (monolithic or chunked, cross-repository mount),
-basic auth and the bearer-token challenge flow that Docker Hub uses.
-
-Every answer is mapped strictly to one of the three outcomes of ``base.py``:
-
-* 2xx → present; 404 or the registry error codes ``MANIFEST_UNKNOWN``, ``NAME_UNKNOWN``,
-  ``BLOB_UNKNOWN`` → absent (a ``Lookup`` with ``present=False``, ``False`` from
-  ``has_blob``, :class:`ReferenceNotFound` where a value is needed);
-* refused connections, timeouts, 408, 429 and 5xx → :class:`TransientRegistryError`;
-* 401/403 after the auth flow, any other status, and malformed answers (bad JSON, a
-  digest that does not verify, a missing or unknown content type) → :class:`FatalRegistryError`.
-
-Note that Docker Hub answers 401, not 404, for a repository that does not exist when
-the caller may not see it: that is reported as Fatal, never as absent.
-
-No call retries except the one retry that the auth challenge needs; retrying an outage
-is the caller's business (a sensor pokes again).
+:class:`OciRegistry` speaks the API with httpx. It adds tags (paged listing, deletion by digest)
+and credentials to what it inherits: manifests and labels (:mod:`.oci_manifest_client`) and blobs
+(:mod:`.oci_blob_client`). Requests, auth and the mapping of answers to present / absent /
+Transient / Fatal are :mod:`.oci_session`'s. :func:`from_login` and :func:`from_connection` build
+a client from ``docker login`` credentials or an Airflow Connection.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import io
 import json
 import logging
-import re
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import IO, Any, NoReturn, Protocol
+from typing import Any, Protocol
 
 import httpx
 
-from rocm_release.core.names import (
-    DIGEST_RE,
-    IMAGE_MEDIA_TYPES,
-    INDEX_MEDIA_TYPES,
-    MANIFEST_MEDIA_TYPES,
-    REPOSITORY_MAX,
-    REPOSITORY_RE,
-    TAG_RE,
-)
-from rocm_release.core.registry import (
-    FatalRegistryError,
-    LoginCredentials,
-    Lookup,
-    Manifest,
-    RegistryError,
-    TagInfo,
-    TransientRegistryError,
-)
+from rocm_release.adapters.registry.oci_auth import Scopes
+from rocm_release.adapters.registry.oci_manifest import Descriptor
+from rocm_release.adapters.registry.oci_manifest_client import ACCEPT_MANIFESTS, OciManifestClient
+from rocm_release.adapters.registry.oci_session import DEFAULT_TIMEOUT, OciSession, ReferenceNotFound
+from rocm_release.core.names import INDEX_MEDIA_TYPES, check_repository, check_tag
+from rocm_release.core.registry import FatalRegistryError, LoginCredentials, TagInfo
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT = 30.0
 DEFAULT_PAGE_SIZE = 100
-READ_CHUNK = 1 << 20
-# distribution refuses manifests over 4 MiB; a bigger answer is not a manifest.
-MAX_MANIFEST_BYTES = 4 << 20
-# read_blob() is for small blobs (image configs, SHA256SUMS); layers are streamed.
-MAX_SMALL_BLOB_BYTES = 64 << 20
-MAX_ERROR_BODY = 64 << 10
-
-ACCEPT_MANIFESTS = ", ".join(MANIFEST_MEDIA_TYPES)
-# Registry error codes that mean "definitively not there".
-ABSENT_CODES = frozenset({"MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_UNKNOWN"})
-# Layers that registries do not store (their bytes live at ``urls``): never copied.
-FOREIGN_LAYER_PREFIXES = (
-    "application/vnd.docker.image.rootfs.foreign.",
-    "application/vnd.oci.image.layer.nondistributable.",
-)
-LABEL_PLATFORM = ("linux", "amd64")
-
-# Grammar from the distribution reference package: lower-case path components, a tag of
-# at most 128 word characters. Checked before a name goes into a URL path.
-_HOST_RE = re.compile(r"^[A-Za-z0-9.-]+(?::[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?$")
-_CHALLENGE_PARAM_RE = re.compile(r'([A-Za-z_]+)\s*=\s*(?:"([^"]*)"|([^,\s]*))')
-
-
-class ReferenceNotFound(LookupError):
-    """The registry said definitively that a manifest or blob is not there (HTTP 404)."""
 
 
 class TagDeletionRefused(FatalRegistryError):
     """``delete_tags`` would remove a manifest that a tag outside the deletion set still needs."""
-
-
-class MalformedManifest(ValueError):
-    """A manifest whose JSON lacks what its media type promises."""
-
-
-def sha256_digest(data: bytes) -> str:
-    """``sha256:<hex>`` of the bytes."""
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def check_repository(repository: str) -> str:
-    """The repository name, or ValueError naming the grammar it breaks."""
-    if not REPOSITORY_RE.match(repository) or len(repository) > REPOSITORY_MAX:
-        raise ValueError(
-            f"repository name {repository!r} is not valid: lower-case components "
-            f"[a-z0-9] separated by '.', '_', '__' or '-', joined by '/'"
-        )
-    return repository
-
-
-def check_reference(reference: str) -> str:
-    """A tag or a sha256 digest, or ValueError."""
-    if DIGEST_RE.match(reference) or TAG_RE.match(reference):
-        return reference
-    raise ValueError(
-        f"reference {reference!r} is neither a tag ([A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}) nor sha256:<64 hex>"
-    )
-
-
-def check_tag(tag: str) -> str:
-    """A tag (not a digest), or ValueError."""
-    if not TAG_RE.match(tag):
-        raise ValueError(f"tag {tag!r} is not valid: [A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}")
-    return tag
-
-
-def check_digest(digest: str) -> str:
-    """A sha256 digest, or ValueError."""
-    if not DIGEST_RE.match(digest):
-        raise ValueError(f"digest {digest!r} is not sha256:<64 lower-case hex>")
-    return digest
-
-
-# --------------------------------------------------------------------------------------------
-# Manifest structure
-
-
-@dataclass(frozen=True)
-class Descriptor:
-    """A content descriptor inside a manifest: what it points at and how big it is."""
-
-    media_type: str
-    digest: str
-    size: int
-    platform: tuple[str, str] | None = None
-    urls: tuple[str, ...] = ()
-
-    @property
-    def is_foreign(self) -> bool:
-        """A non-distributable layer: its bytes are not in any registry."""
-        return bool(self.urls) or self.media_type.startswith(FOREIGN_LAYER_PREFIXES)
-
-
-@dataclass(frozen=True)
-class ManifestReferences:
-    """What a manifest points to: child manifests (an index) or config + layers (an image)."""
-
-    manifests: tuple[Descriptor, ...] = ()
-    config: Descriptor | None = None
-    layers: tuple[Descriptor, ...] = ()
-
-    @property
-    def blobs(self) -> tuple[Descriptor, ...]:
-        """Config first, then layers (the order a client needs them)."""
-        return ((self.config,) if self.config else ()) + self.layers
-
-
-def _descriptor(value: object, where: str) -> Descriptor:
-    if not isinstance(value, dict):
-        raise MalformedManifest(f"{where} is not a JSON object")
-    media_type, digest, size = value.get("mediaType"), value.get("digest"), value.get("size")
-    if not isinstance(digest, str) or not DIGEST_RE.match(digest):
-        raise MalformedManifest(f"{where}.digest {digest!r} is not a sha256 digest")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise MalformedManifest(f"{where}.size {size!r} is not a non-negative integer")
-    if not isinstance(media_type, str):
-        raise MalformedManifest(f"{where}.mediaType is missing")
-    platform = None
-    raw_platform = value.get("platform")
-    if isinstance(raw_platform, dict):
-        platform = (str(raw_platform.get("os", "")), str(raw_platform.get("architecture", "")))
-    urls = value.get("urls") or ()
-    if not isinstance(urls, list | tuple) or not all(isinstance(u, str) for u in urls):
-        raise MalformedManifest(f"{where}.urls is not a list of strings")
-    return Descriptor(media_type, digest, size, platform, tuple(urls))
-
-
-def manifest_references(manifest: Manifest) -> ManifestReferences:
-    """Parse what a manifest points to. Raises MalformedManifest (a ValueError)."""
-    try:
-        doc = json.loads(manifest.raw)
-    except ValueError as exc:
-        raise MalformedManifest(f"manifest {manifest.digest} is not JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise MalformedManifest(f"manifest {manifest.digest} is not a JSON object")
-    if manifest.media_type in INDEX_MEDIA_TYPES:
-        children = doc.get("manifests")
-        if not isinstance(children, list):
-            raise MalformedManifest(f"index {manifest.digest} has no 'manifests' list")
-        return ManifestReferences(
-            manifests=tuple(_descriptor(c, f"manifests[{i}]") for i, c in enumerate(children))
-        )
-    if manifest.media_type in IMAGE_MEDIA_TYPES:
-        layers = doc.get("layers")
-        if not isinstance(layers, list):
-            raise MalformedManifest(f"image manifest {manifest.digest} has no 'layers' list")
-        return ManifestReferences(
-            config=_descriptor(doc.get("config"), "config"),
-            layers=tuple(_descriptor(x, f"layers[{i}]") for i, x in enumerate(layers)),
-        )
-    raise MalformedManifest(f"media type {manifest.media_type!r} is not one of {', '.join(MANIFEST_MEDIA_TYPES)}")
-
-
-# --------------------------------------------------------------------------------------------
-# Streaming blob reads
-
-
-class _VerifyingStream(io.RawIOBase):
-    """The raw side of BlobReader: pulls chunks, hashes them, checks size and digest at EOF."""
-
-    def __init__(
-        self,
-        chunks: Iterator[bytes],
-        digest: str,
-        expected_size: int | None,
-        fail: Callable[[str], NoReturn],
-        transport_error: Callable[[Exception], NoReturn],
-    ) -> None:
-        super().__init__()
-        self._chunks = chunks
-        self.digest = digest
-        self.expected_size = expected_size
-        self._fail = fail
-        self._transport_error = transport_error
-        self._hash = hashlib.sha256()
-        self._pending = b""
-        self._eof = False
-        self.bytes_read = 0
-        self.verified = False
-
-    def readable(self) -> bool:
-        return True
-
-    def _next_chunk(self) -> bytes:
-        while True:
-            try:
-                chunk = next(self._chunks)
-            except StopIteration:
-                self._finish()
-                return b""
-            except httpx.HTTPError as exc:
-                self._transport_error(exc)
-            if chunk:
-                break
-        self._hash.update(chunk)
-        self.bytes_read += len(chunk)
-        if self.expected_size is not None and self.bytes_read > self.expected_size:
-            self._fail(f"blob {self.digest} is longer than its declared {self.expected_size} bytes")
-        return chunk
-
-    def _finish(self) -> None:
-        if self._eof:
-            return
-        self._eof = True
-        if self.expected_size is not None and self.bytes_read != self.expected_size:
-            self._fail(f"blob {self.digest} has {self.bytes_read} bytes, its descriptor says {self.expected_size}")
-        got = "sha256:" + self._hash.hexdigest()
-        if got != self.digest:
-            self._fail(f"blob {self.digest} does not verify: its bytes hash to {got}")
-        self.verified = True
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        if not self._pending and not self._eof:
-            self._pending = self._next_chunk()
-        if not self._pending:
-            return 0
-        n = min(len(view), len(self._pending))
-        view[:n] = self._pending[:n]
-        self._pending = self._pending[n:]
-        return n
-
-
-class BlobReader(io.BufferedReader):
-    """A blob's bytes as a binary file object that verifies size and sha256 at its end.
-
-    Works wherever a binary stream does (``tarfile.open(fileobj=…, mode="r|*")``).
-    Nothing read is trusted until the stream has been read to its end without error:
-    a size or digest mismatch raises FatalRegistryError from the read that hits EOF;
-    ``verified`` turns True only then. A reader that stops early has verified nothing.
-    """
-
-    def __init__(
-        self,
-        chunks: Iterator[bytes],
-        digest: str,
-        expected_size: int | None,
-        fail: Callable[[str], NoReturn],
-        transport_error: Callable[[Exception], NoReturn],
-    ) -> None:
-        self._verifier = _VerifyingStream(chunks, digest, expected_size, fail, transport_error)
-        super().__init__(self._verifier, buffer_size=READ_CHUNK)
-
-    @property
-    def digest(self) -> str:
-        """The digest the bytes must hash to."""
-        return self._verifier.digest
-
-    @property
-    def bytes_read(self) -> int:
-        """Bytes received from the registry so far."""
-        return self._verifier.bytes_read
-
-    @property
-    def verified(self) -> bool:
-        """True once the whole blob was read and matched its digest (and size, when given)."""
-        return self._verifier.verified
-
-    def iter_chunks(self, size: int = READ_CHUNK) -> Iterator[bytes]:
-        """The remaining bytes in pieces of at most ``size``; verifies at the end."""
-        while chunk := self.read(size):
-            yield chunk
-
-
-# --------------------------------------------------------------------------------------------
-# Auth
-
-
-@dataclass(frozen=True)
-class _Challenge:
-    scheme: str
-    params: dict[str, str]
-
-
-def parse_challenge(header: str) -> _Challenge | None:
-    """``WWW-Authenticate: Bearer realm="…",service="…",scope="…"`` → scheme and parameters."""
-    header = header.strip()
-    if not header:
-        return None
-    scheme, _, rest = header.partition(" ")
-    params = {m.group(1).lower(): m.group(2) if m.group(2) is not None else m.group(3)
-              for m in _CHALLENGE_PARAM_RE.finditer(rest)}
-    return _Challenge(scheme.lower(), params)
-
-
-@dataclass
-class _Token:
-    value: str
-    expires_at: float  # time.monotonic()
 
 
 class ConnectionLike(Protocol):
@@ -370,25 +52,7 @@ class ConnectionLike(Protocol):
     def extra(self) -> str | None: ...
 
 
-# --------------------------------------------------------------------------------------------
-# The registry
-
-
-@dataclass(frozen=True)
-class _Scopes:
-    """The token scopes one request needs; also the key of the token cache."""
-
-    scopes: tuple[str, ...]
-
-    @classmethod
-    def of(cls, repository: str, actions: str, mount_from: str | None = None) -> _Scopes:
-        scopes = [f"repository:{repository}:{actions}"]
-        if mount_from is not None:
-            scopes.append(f"repository:{mount_from}:pull")
-        return cls(tuple(scopes))
-
-
-class OciRegistry:
+class OciRegistry(OciManifestClient):
     """A registry that speaks the Docker Registry HTTP API v2 / OCI Distribution spec.
 
     ``host`` is ``name[:port]`` (no scheme). ``transport`` is for tests that stand in for
@@ -407,25 +71,13 @@ class OciRegistry:
         page_size: int = DEFAULT_PAGE_SIZE,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        if scheme not in ("https", "http"):
-            raise ValueError(f"scheme {scheme!r} is not 'https' or 'http'")
-        if not _HOST_RE.match(host):
-            raise ValueError(f"host {host!r} is not 'name[:port]' (no scheme, no path)")
-        if (username is None) != (password is None):
-            raise ValueError("give both username and password, or neither")
         if page_size < 1:
             raise ValueError(f"page_size must be >= 1, got {page_size}")
-        self.host = host
-        self.scheme = scheme
+        super().__init__(OciSession(host, scheme=scheme, username=username, password=password,
+                                    connection_id=connection_id, timeout=timeout, transport=transport))
         self.username = username
         self._password = password
-        self.connection_id = connection_id
         self.page_size = page_size
-        self._base = httpx.URL(f"{scheme}://{host}")
-        self._client = httpx.Client(timeout=timeout, transport=transport, trust_env=False)
-        self._tokens: dict[_Scopes, _Token] = {}
-        # Learned from the first Bearer challenge; lets later scopes fetch a token up front.
-        self._bearer: _Challenge | None = None
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -435,372 +87,40 @@ class OciRegistry:
     @property
     def name(self) -> str:
         """Host (and port) of the registry, for messages and image references."""
-        return self.host
+        return self._http.host
+
+    @property
+    def host(self) -> str:
+        """``name[:port]``, as given."""
+        return self._http.host
+
+    @property
+    def scheme(self) -> str:
+        """``https`` or ``http``."""
+        return self._http.scheme
+
+    @property
+    def connection_id(self) -> str | None:
+        """The Airflow connection the credentials came from, for messages."""
+        return self._http.connection_id
 
     @property
     def endpoint(self) -> str:
         """``scheme://host[:port]``."""
-        return str(self._base).rstrip("/")
+        return self._http.endpoint
 
     def __repr__(self) -> str:
         return f"OciRegistry({self.endpoint!r}, connection_id={self.connection_id!r})"
 
     def close(self) -> None:
         """Close the pooled connections."""
-        self._client.close()
+        self._http.close()
 
     def __enter__(self) -> OciRegistry:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def _fatal(self, repository: str, detail: str) -> NoReturn:
-        raise FatalRegistryError(self.name, repository, detail, self.connection_id)
-
-    def _transient(self, repository: str, detail: str) -> NoReturn:
-        raise TransientRegistryError(self.name, repository, detail, self.connection_id)
-
-    def _url(self, path: str) -> httpx.URL:
-        return self._base.join(path)
-
-    def _same_origin(self, url: httpx.URL) -> bool:
-        return (url.scheme, url.host, url.port) == (self._base.scheme, self._base.host, self._base.port)
-
-    def _transport_error(self, repository: str, what: str, exc: Exception) -> NoReturn:
-        """Map an httpx exception: configuration mistakes are Fatal, the network is Transient."""
-        text = f"{what}: {type(exc).__name__}: {exc}"
-        if isinstance(exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError | httpx.InvalidURL):
-            self._fatal(repository, text)
-        if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "WRONG_VERSION_NUMBER" in str(exc):
-            self._fatal(repository, f"{text} (TLS set-up; check the scheme and the CA bundle)")
-        if isinstance(exc, httpx.TransportError):
-            self._transient(repository, text)
-        self._fatal(repository, text)
-
-    def _transmit(
-        self,
-        method: str,
-        url: httpx.URL,
-        repository: str,
-        headers: dict[str, str],
-        content: bytes | Iterable[bytes] | None,
-        *,
-        stream: bool,
-        follow_redirects: bool,
-    ) -> httpx.Response:
-        request = self._client.build_request(method, url, headers=headers, content=content)
-        try:
-            return self._client.send(request, stream=stream, follow_redirects=follow_redirects)
-        except httpx.HTTPError as exc:
-            self._transport_error(repository, f"{method} {url.path}", exc)
-
-    def _authorization(self, scopes: _Scopes, repository: str) -> str | None:
-        token = self._tokens.get(scopes)
-        if token is not None and token.expires_at > time.monotonic():
-            return f"Bearer {token.value}"
-        if self._bearer is not None:
-            # The registry uses tokens and we know its realm: fetch one up front
-            # instead of paying a 401 round trip for every new scope.
-            token = self._fetch_token(self._bearer, scopes.scopes, repository)
-            self._tokens[scopes] = token
-            return f"Bearer {token.value}"
-        if self.username is not None and self._password is not None:
-            raw = f"{self.username}:{self._password}".encode()
-            return "Basic " + base64.b64encode(raw).decode("ascii")
-        return None
-
-    def _fetch_token(self, challenge: _Challenge, scopes: Sequence[str], repository: str) -> _Token:
-        realm = challenge.params.get("realm", "")
-        realm_url = httpx.URL(realm) if realm else None
-        if realm_url is None or realm_url.scheme not in ("http", "https") or not realm_url.host:
-            self._fatal(repository, f"Bearer challenge names no usable realm: {realm!r}")
-        if realm_url.scheme == "http" and self.scheme == "https" and self.username is not None:
-            self._fatal(repository, f"token realm {realm} is plain http; refusing to send credentials there")
-        params: list[tuple[str, str | int | float | bool | None]] = []
-        if challenge.params.get("service"):
-            params.append(("service", challenge.params["service"]))
-        params.extend(("scope", s) for s in scopes)
-        headers = {}
-        if self.username is not None and self._password is not None:
-            raw = f"{self.username}:{self._password}".encode()
-            headers["Authorization"] = "Basic " + base64.b64encode(raw).decode("ascii")
-        url = realm_url.copy_merge_params(params)
-        resp = self._transmit("GET", url, repository, headers, None, stream=False, follow_redirects=True)
-        where = f"token server {realm_url.host}"
-        if resp.status_code in (401, 403):
-            self._fatal(repository, f"{where} refused the credentials (HTTP {resp.status_code})")
-        if resp.status_code in (408, 429) or resp.status_code >= 500:
-            self._transient(repository, f"{where} answered HTTP {resp.status_code}")
-        if resp.status_code != 200:
-            self._fatal(repository, f"{where} answered HTTP {resp.status_code}")
-        try:
-            body = resp.json()
-        except ValueError:
-            self._fatal(repository, f"{where} answered something that is not JSON")
-        value = body.get("token") or body.get("access_token") if isinstance(body, dict) else None
-        if not isinstance(value, str) or not value:
-            self._fatal(repository, f"{where} answered JSON without a token")
-        expires_in = body.get("expires_in", 60)
-        if not isinstance(expires_in, int | float) or isinstance(expires_in, bool):
-            expires_in = 60
-        # The spec's minimum lifetime is 60 s; refresh a little early so a token does
-        # not expire between being attached and being checked.
-        lifetime = max(float(expires_in), 60.0) - 10.0
-        return _Token(value, time.monotonic() + lifetime)
-
-    def _send(
-        self,
-        method: str,
-        url: httpx.URL,
-        repository: str,
-        scopes: _Scopes,
-        *,
-        headers: Mapping[str, str] | None = None,
-        content: bytes | Iterable[bytes] | None = None,
-        stream: bool = False,
-        follow_redirects: bool = False,
-    ) -> httpx.Response:
-        """One request with auth. A 401 with a Bearer challenge fetches a token and retries once."""
-        hdrs = dict(headers or {})
-        if self._same_origin(url):
-            auth = self._authorization(scopes, repository)
-            if auth:
-                hdrs["Authorization"] = auth
-        resp = self._transmit(method, url, repository, hdrs, content, stream=stream,
-                              follow_redirects=follow_redirects)
-        if resp.status_code != 401 or not self._same_origin(url):
-            return resp
-        challenge = parse_challenge(resp.headers.get("www-authenticate", ""))
-        replayable = content is None or isinstance(content, bytes)
-        if challenge is None or challenge.scheme != "bearer" or not replayable:
-            # Basic: the credentials (if any) were already sent; a 401 is the answer.
-            return resp
-        resp.close()
-        self._bearer = _Challenge("bearer", {k: v for k, v in challenge.params.items() if k != "scope"})
-        wanted = tuple(challenge.params.get("scope", "").split()) or scopes.scopes
-        token = self._fetch_token(challenge, wanted, repository)
-        self._tokens[scopes] = token
-        hdrs["Authorization"] = f"Bearer {token.value}"
-        return self._transmit(method, url, repository, hdrs, content, stream=stream,
-                              follow_redirects=follow_redirects)
-
-    @staticmethod
-    def _read_capped(resp: httpx.Response, cap: int) -> bytes | None:
-        """The body, or None when it is longer than ``cap`` (reads at most cap+1 bytes)."""
-        parts: list[bytes] = []
-        total = 0
-        for chunk in resp.iter_bytes():
-            parts.append(chunk)
-            total += len(chunk)
-            if total > cap:
-                return None
-        return b"".join(parts)
-
-    def _error_text(self, resp: httpx.Response) -> tuple[frozenset[str], str]:
-        """Registry error codes and a short text from an error answer."""
-        try:
-            body = self._read_capped(resp, MAX_ERROR_BODY) or b""
-        except httpx.HTTPError:
-            body = b""
-        codes: set[str] = set()
-        messages: list[str] = []
-        try:
-            doc = json.loads(body) if body else None
-        except ValueError:
-            doc = None
-        if isinstance(doc, dict) and isinstance(doc.get("errors"), list):
-            for err in doc["errors"]:
-                if isinstance(err, dict) and isinstance(err.get("code"), str):
-                    codes.add(err["code"])
-                    messages.append(f"{err['code']}: {err.get('message', '')}")
-        text = "; ".join(messages) or body[:200].decode("utf-8", "replace").strip()
-        return frozenset(codes), text
-
-    def _outcome(self, resp: httpx.Response, repository: str, what: str) -> tuple[bool, str]:
-        """(True, "") for 2xx, (False, reason) for a definitive absence; raises otherwise."""
-        status = resp.status_code
-        if 200 <= status < 300:
-            return True, ""
-        try:
-            codes, text = self._error_text(resp)
-        finally:
-            resp.close()
-        detail = f"{what}: HTTP {status}" + (f" ({text})" if text else "")
-        if status in (401, 403):
-            challenge = resp.headers.get("www-authenticate", "")
-            hint = f"; challenge: {challenge}" if challenge else ""
-            self._fatal(repository, f"{detail}: credentials missing or refused{hint}")
-        if status in (408, 429) or status >= 500:
-            self._transient(repository, detail)
-        if status == 404 or codes & ABSENT_CODES:
-            return False, ", ".join(sorted(codes)) or f"HTTP {status}"
-        self._fatal(repository, detail)
-
-    def _require_ok(self, resp: httpx.Response, repository: str, what: str) -> None:
-        """A write: anything but 2xx is an error (a 404 here is not 'absent', it is a failure)."""
-        present, reason = self._outcome(resp, repository, what)
-        if not present:
-            self._fatal(repository, f"{what}: registry answered {reason}")
-
-    def _checked_digest(self, header: str | None, repository: str, what: str) -> str | None:
-        if header is None:
-            return None
-        if not DIGEST_RE.match(header):
-            self._fatal(repository, f"{what}: Docker-Content-Digest {header!r} is not a sha256 digest")
-        return header
-
-    @staticmethod
-    def _media_type(resp: httpx.Response) -> str | None:
-        value = resp.headers.get("content-type")
-        return value.split(";", 1)[0].strip() if value else None
-
-    # -- manifests ---------------------------------------------------------------------------
-
-    def lookup(self, repository: str, tag: str) -> Lookup:
-        """HEAD the manifest: present with its digest, or absent. One request (plus auth)."""
-        check_repository(repository)
-        check_reference(tag)
-        what = f"HEAD manifest {tag}"
-        url = self._url(f"/v2/{repository}/manifests/{tag}")
-        resp = self._send("HEAD", url, repository, _Scopes.of(repository, "pull"),
-                          headers={"Accept": ACCEPT_MANIFESTS})
-        present, reason = self._outcome(resp, repository, what)
-        if not present:
-            sep = "@" if DIGEST_RE.match(tag) else ":"
-            return Lookup(present=False, reason=f"{self.name}/{repository}{sep}{tag}: {reason}")
-        media_type = self._media_type(resp)
-        if media_type is None:
-            self._fatal(repository, f"{what}: answer has no Content-Type")
-        if media_type not in MANIFEST_MEDIA_TYPES:
-            self._fatal(repository, f"{what}: media type {media_type!r} is not one we read "
-                                    f"({', '.join(MANIFEST_MEDIA_TYPES)})")
-        digest = self._checked_digest(resp.headers.get("docker-content-digest"), repository, what)
-        if digest is None:
-            # Some registries omit the header on HEAD; the bytes are the truth.
-            try:
-                digest = self.manifest(repository, tag).digest
-            except ReferenceNotFound as exc:
-                return Lookup(present=False, reason=str(exc))
-        if DIGEST_RE.match(tag) and digest != tag:
-            self._fatal(repository, f"{what}: asked for {tag}, registry answered {digest}")
-        return Lookup(present=True, digest=digest)
-
-    def manifest(self, repository: str, reference: str) -> Manifest:
-        """The manifest's exact bytes, media type and (verified) digest. Absent → ReferenceNotFound."""
-        check_repository(repository)
-        check_reference(reference)
-        what = f"GET manifest {reference}"
-        url = self._url(f"/v2/{repository}/manifests/{reference}")
-        resp = self._send("GET", url, repository, _Scopes.of(repository, "pull"),
-                          headers={"Accept": ACCEPT_MANIFESTS}, stream=True)
-        present, reason = self._outcome(resp, repository, what)
-        if not present:
-            raise ReferenceNotFound(f"{self.name}/{repository}:{reference}: {reason}")
-        try:
-            raw = self._read_capped(resp, MAX_MANIFEST_BYTES)
-        except httpx.HTTPError as exc:
-            self._transport_error(repository, what, exc)
-        finally:
-            resp.close()
-        if raw is None:
-            self._fatal(repository, f"{what}: answer is larger than {MAX_MANIFEST_BYTES} bytes")
-        media_type = self._media_type(resp)
-        if media_type is None:
-            self._fatal(repository, f"{what}: answer has no Content-Type")
-        if media_type not in MANIFEST_MEDIA_TYPES:
-            self._fatal(repository, f"{what}: media type {media_type!r} is not one we read "
-                                    f"({', '.join(MANIFEST_MEDIA_TYPES)})")
-        digest = sha256_digest(raw)
-        header = self._checked_digest(resp.headers.get("docker-content-digest"), repository, what)
-        if header is not None and header != digest:
-            self._fatal(repository, f"{what}: Docker-Content-Digest {header} but the bytes hash to {digest}")
-        if DIGEST_RE.match(reference) and reference != digest:
-            self._fatal(repository, f"{what}: the bytes hash to {digest}")
-        try:
-            doc = json.loads(raw)
-        except ValueError:
-            self._fatal(repository, f"{what}: manifest is not JSON")
-        declared = doc.get("mediaType") if isinstance(doc, dict) else None
-        if not isinstance(doc, dict) or (declared is not None and declared != media_type):
-            self._fatal(repository, f"{what}: manifest body does not match its Content-Type {media_type}")
-        return Manifest(raw=raw, media_type=media_type, digest=digest)
-
-    def references(self, repository: str, manifest: Manifest) -> ManifestReferences:
-        """What ``manifest`` points to; a malformed manifest is Fatal."""
-        try:
-            return manifest_references(manifest)
-        except MalformedManifest as exc:
-            self._fatal(repository, str(exc))
-
-    def platform_manifest(self, repository: str, reference: str,
-                          platform: tuple[str, str] = LABEL_PLATFORM) -> Manifest:
-        """The image manifest for ``reference``: itself, or the index's entry for ``platform``."""
-        top = self.manifest(repository, reference)
-        if top.media_type not in INDEX_MEDIA_TYPES:
-            return top
-        for child in self.references(repository, top).manifests:
-            if child.platform == platform:
-                return self.manifest(repository, child.digest)
-        self._fatal(repository, f"index {reference} ({top.digest}) has no {'/'.join(platform)} entry")
-
-    def image_config(self, repository: str, reference: str) -> dict[str, Any]:
-        """The image config JSON (linux/amd64 entry for an index), verified against its digest."""
-        image = self.platform_manifest(repository, reference)
-        config = self.references(repository, image).config
-        if config is None:  # pragma: no cover - manifest_references always sets it for images
-            self._fatal(repository, f"manifest {image.digest} has no config")
-        raw = self.read_blob(repository, config.digest, size=config.size)
-        try:
-            doc = json.loads(raw)
-        except ValueError:
-            self._fatal(repository, f"config blob {config.digest} is not JSON")
-        if not isinstance(doc, dict):
-            self._fatal(repository, f"config blob {config.digest} is not a JSON object")
-        return doc
-
-    def labels(self, repository: str, reference: str) -> dict[str, str]:
-        """``config.Labels`` of the image (linux/amd64 for an index); empty when it has none.
-
-        Costs two requests for an image manifest (manifest + config blob), three for an
-        index (index + platform manifest + config blob).
-        """
-        doc = self.image_config(repository, reference)
-        config = doc.get("config") or {}
-        labels = config.get("Labels") if isinstance(config, dict) else None
-        if labels is None:
-            return {}
-        if not isinstance(labels, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
-        ):
-            self._fatal(repository, f"{reference}: config.Labels is not a map of strings")
-        return dict(labels)
-
-    def put_manifest(self, repository: str, reference: str, raw: bytes, media_type: str) -> str:
-        """PUT the exact bytes under a tag or their digest; returns the digest (verified)."""
-        check_repository(repository)
-        check_reference(reference)
-        if media_type not in MANIFEST_MEDIA_TYPES:
-            raise ValueError(f"media type {media_type!r} is not one of {', '.join(MANIFEST_MEDIA_TYPES)}")
-        digest = sha256_digest(raw)
-        if DIGEST_RE.match(reference) and reference != digest:
-            raise ValueError(f"manifest bytes hash to {digest}, not to the reference {reference}")
-        what = f"PUT manifest {reference}"
-        url = self._url(f"/v2/{repository}/manifests/{reference}")
-        resp = self._send("PUT", url, repository, _Scopes.of(repository, "pull,push"),
-                          headers={"Content-Type": media_type}, content=raw)
-        self._require_ok(resp, repository, what)
-        header = self._checked_digest(resp.headers.get("docker-content-digest"), repository, what)
-        if header is not None and header != digest:
-            self._fatal(repository, f"{what}: registry stored it as {header}, the bytes hash to {digest}")
-        return digest
-
-    def tag(self, repository: str, digest: str, new_tag: str) -> None:
-        """Point ``new_tag`` at ``digest``: GET the manifest, PUT the same bytes. No layer moves."""
-        check_digest(digest)
-        check_tag(new_tag)
-        manifest = self.manifest(repository, digest)
-        self.put_manifest(repository, new_tag, manifest.raw, manifest.media_type)
 
     # -- tags --------------------------------------------------------------------------------
 
@@ -811,38 +131,47 @@ class OciRegistry:
         answer everything in one page, which is fine.
         """
         check_repository(repository)
-        url: httpx.URL | None = self._url(f"/v2/{repository}/tags/list").copy_merge_params(
+        url: httpx.URL | None = self._http.url(f"/v2/{repository}/tags/list").copy_merge_params(
             {"n": str(self.page_size)})
         seen_urls: set[str] = set()
         seen_tags: set[str] = set()
         while url is not None:
             if str(url) in seen_urls:
-                self._fatal(repository, f"tag list pagination loops back to {url}")
+                self._http.fatal(repository, f"tag list pagination loops back to {url}")
             seen_urls.add(str(url))
-            what = f"GET {url.path}?{url.query.decode()}"
-            resp = self._send("GET", url, repository, _Scopes.of(repository, "pull"))
-            present, _ = self._outcome(resp, repository, what)
-            if not present:
+            page = self._tag_page(repository, url)
+            if page is None:
                 return
-            try:
-                doc = resp.json()
-            except ValueError:
-                self._fatal(repository, f"{what}: answer is not JSON")
-            tags = doc.get("tags") if isinstance(doc, dict) else ()
-            if tags is None:  # distribution answers "tags": null for an emptied repository
-                tags = []
-            if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-                self._fatal(repository, f"{what}: answer has no 'tags' list of strings")
+            tags, url = page
             for tag_name in tags:
                 if tag_name not in seen_tags:
                     seen_tags.add(tag_name)
                     yield tag_name
-            link = resp.links.get("next", {}).get("url")
-            url = None
-            if link:
-                url = self._base.join(link)
-                if not self._same_origin(url):
-                    self._fatal(repository, f"{what}: next page {link!r} is on another host")
+
+    def _tag_page(self, repository: str, url: httpx.URL) -> tuple[list[str], httpx.URL | None] | None:
+        """One page of the tag list and the URL of the next (None on the last); None when absent."""
+        http = self._http
+        what = f"GET {url.path}?{url.query.decode()}"
+        resp = http.send("GET", url, repository, Scopes.of(repository, "pull"))
+        present, _ = http.outcome(resp, repository, what)
+        if not present:
+            return None
+        try:
+            doc = resp.json()
+        except ValueError:
+            http.fatal(repository, f"{what}: answer is not JSON")
+        tags = doc.get("tags") if isinstance(doc, dict) else ()
+        if tags is None:  # distribution answers "tags": null for an emptied repository
+            tags = []
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            http.fatal(repository, f"{what}: answer has no 'tags' list of strings")
+        link = resp.links.get("next", {}).get("url")
+        if not link:
+            return tags, None
+        next_url = http.url(link)
+        if not http.same_origin(next_url):
+            http.fatal(repository, f"{what}: next page {link!r} is on another host")
+        return tags, next_url
 
     def list_tags(self, repository: str, *, with_push_times: bool = False) -> Iterator[TagInfo]:
         """Every tag with its digest; ``pushed_at`` only when ``with_push_times``.
@@ -856,25 +185,37 @@ class OciRegistry:
         """
         created_by_config: dict[str, datetime | None] = {}
         for tag_name in self.tag_names(repository):
-            if not with_push_times:
-                found = self.lookup(repository, tag_name)
-                if found.present and found.digest is not None:
-                    yield TagInfo(tag=tag_name, digest=found.digest)
-                continue
-            try:
-                top = self.manifest(repository, tag_name)
-                image = top
-                if top.media_type in INDEX_MEDIA_TYPES:
-                    image = self.platform_manifest(repository, top.digest)
-            except ReferenceNotFound:
-                continue
-            config = self.references(repository, image).config
-            pushed_at = None
-            if config is not None:
-                if config.digest not in created_by_config:
-                    created_by_config[config.digest] = self._created(repository, config)
-                pushed_at = created_by_config[config.digest]
-            yield TagInfo(tag=tag_name, digest=top.digest, pushed_at=pushed_at)
+            if with_push_times:
+                info = self._tag_with_push_time(repository, tag_name, created_by_config)
+            else:
+                info = self._tag_with_digest(repository, tag_name)
+            if info is not None:
+                yield info
+
+    def _tag_with_digest(self, repository: str, tag_name: str) -> TagInfo | None:
+        """The tag and its digest (one HEAD); None when it is gone."""
+        found = self.lookup(repository, tag_name)
+        if found.present and found.digest is not None:
+            return TagInfo(tag=tag_name, digest=found.digest)
+        return None
+
+    def _tag_with_push_time(self, repository: str, tag_name: str,
+                            created_by_config: dict[str, datetime | None]) -> TagInfo | None:
+        """The tag, its digest and its config's ``created`` (read once per config); None when gone."""
+        try:
+            top = self.manifest(repository, tag_name)
+            image = top
+            if top.media_type in INDEX_MEDIA_TYPES:
+                image = self.platform_manifest(repository, top.digest)
+        except ReferenceNotFound:
+            return None
+        config = self.references(repository, image).config
+        pushed_at = None
+        if config is not None:
+            if config.digest not in created_by_config:
+                created_by_config[config.digest] = self._created(repository, config)
+            pushed_at = created_by_config[config.digest]
+        return TagInfo(tag=tag_name, digest=top.digest, pushed_at=pushed_at)
 
     def _created(self, repository: str, config: Descriptor) -> datetime | None:
         try:
@@ -906,21 +247,8 @@ class OciRegistry:
         wanted = [check_tag(t) for t in tags]
         if not wanted:
             return
-        current: dict[str, tuple[str, str]] = {}  # tag → (digest, media type)
-        for tag_name in self.tag_names(repository):
-            what = f"HEAD manifest {tag_name}"
-            resp = self._send("HEAD", self._url(f"/v2/{repository}/manifests/{tag_name}"), repository,
-                              _Scopes.of(repository, "pull"), headers={"Accept": ACCEPT_MANIFESTS})
-            present, _ = self._outcome(resp, repository, what)
-            if not present:
-                continue
-            digest = self._checked_digest(resp.headers.get("docker-content-digest"), repository, what)
-            media_type = self._media_type(resp)
-            if digest is None or media_type is None:
-                manifest = self.manifest(repository, tag_name)
-                digest, media_type = manifest.digest, manifest.media_type
-            current[tag_name] = (digest, media_type)
-        doomed: dict[str, list[str]] = {}
+        current = self._current_tags(repository)
+        doomed: dict[str, list[str]] = {}  # digest → the wanted tags on it
         for tag_name in wanted:
             if tag_name in current:
                 doomed.setdefault(current[tag_name][0], []).append(tag_name)
@@ -928,6 +256,44 @@ class OciRegistry:
                 log.info("%s/%s:%s is already gone", self.name, repository, tag_name)
         wanted_set = set(wanted)
         kept = {t: v for t, v in current.items() if t not in wanted_set}
+        conflicts = self._deletion_conflicts(repository, kept, doomed)
+        if conflicts:
+            raise TagDeletionRefused(
+                self.name, repository,
+                "refusing to delete: the registry deletes by digest, which removes every tag on it; "
+                + "; ".join(conflicts) + ". Delete those tags too, or point them elsewhere first.",
+                self.connection_id,
+            )
+        for digest, names in doomed.items():
+            what = f"DELETE manifest {digest} (tags {', '.join(names)})"
+            resp = self._http.send("DELETE", self._http.url(f"/v2/{repository}/manifests/{digest}"), repository,
+                                   Scopes.of(repository, "delete"))
+            present, _ = self._http.outcome(resp, repository, what)
+            if not present:
+                log.info("%s/%s@%s was already deleted", self.name, repository, digest)
+
+    def _current_tags(self, repository: str) -> dict[str, tuple[str, str]]:
+        """Every tag → (digest, media type): a HEAD each, a GET when the HEAD lacks either header."""
+        http = self._http
+        current: dict[str, tuple[str, str]] = {}
+        for tag_name in self.tag_names(repository):
+            what = f"HEAD manifest {tag_name}"
+            resp = http.send("HEAD", http.url(f"/v2/{repository}/manifests/{tag_name}"), repository,
+                             Scopes.of(repository, "pull"), headers={"Accept": ACCEPT_MANIFESTS})
+            present, _ = http.outcome(resp, repository, what)
+            if not present:
+                continue
+            digest = http.checked_digest(resp.headers.get("docker-content-digest"), repository, what)
+            media_type = http.media_type(resp)
+            if digest is None or media_type is None:
+                manifest = self.manifest(repository, tag_name)
+                digest, media_type = manifest.digest, manifest.media_type
+            current[tag_name] = (digest, media_type)
+        return current
+
+    def _deletion_conflicts(self, repository: str, kept: dict[str, tuple[str, str]],
+                            doomed: dict[str, list[str]]) -> list[str]:
+        """Why deleting ``doomed`` would hurt a ``kept`` tag: it points to one, or is an index listing one."""
         conflicts: list[str] = []
         for tag_name, (digest, media_type) in sorted(kept.items()):
             if digest in doomed:
@@ -939,182 +305,7 @@ class OciRegistry:
                     if child.digest in doomed:
                         conflicts.append(f"tag {tag_name!r} is an index that lists {child.digest} "
                                          f"(to be deleted with {', '.join(doomed[child.digest])})")
-        if conflicts:
-            raise TagDeletionRefused(
-                self.name, repository,
-                "refusing to delete: the registry deletes by digest, which removes every tag on it; "
-                + "; ".join(conflicts) + ". Delete those tags too, or point them elsewhere first.",
-                self.connection_id,
-            )
-        for digest, names in doomed.items():
-            what = f"DELETE manifest {digest} (tags {', '.join(names)})"
-            resp = self._send("DELETE", self._url(f"/v2/{repository}/manifests/{digest}"), repository,
-                              _Scopes.of(repository, "delete"))
-            present, _ = self._outcome(resp, repository, what)
-            if not present:
-                log.info("%s/%s@%s was already deleted", self.name, repository, digest)
-
-    # -- blobs -------------------------------------------------------------------------------
-
-    def has_blob(self, repository: str, digest: str) -> bool:
-        """HEAD the blob: True present, False absent (errors raise)."""
-        check_repository(repository)
-        check_digest(digest)
-        resp = self._send("HEAD", self._url(f"/v2/{repository}/blobs/{digest}"), repository,
-                          _Scopes.of(repository, "pull"), follow_redirects=True)
-        present, _ = self._outcome(resp, repository, f"HEAD blob {digest}")
-        return present
-
-    @contextmanager
-    def open_blob(self, repository: str, digest: str, *, size: int | None = None) -> Iterator[BlobReader]:
-        """Stream a blob; the reader verifies size (when given) and sha256 at its end.
-
-        Absent → ReferenceNotFound. The registry may redirect to storage (S3); the
-        redirect is followed and our credentials are not sent to the other host.
-        """
-        check_repository(repository)
-        check_digest(digest)
-        what = f"GET blob {digest}"
-        resp = self._send("GET", self._url(f"/v2/{repository}/blobs/{digest}"), repository,
-                          _Scopes.of(repository, "pull"), stream=True, follow_redirects=True)
-        present, reason = self._outcome(resp, repository, what)
-        if not present:
-            raise ReferenceNotFound(f"{self.name}/{repository}@{digest}: {reason}")
-
-        def fail(detail: str) -> NoReturn:
-            self._fatal(repository, detail)
-
-        def transport_error(exc: Exception) -> NoReturn:
-            self._transport_error(repository, what, exc)
-
-        try:
-            yield BlobReader(resp.iter_bytes(READ_CHUNK), digest, size, fail, transport_error)
-        finally:
-            resp.close()
-
-    def read_blob(self, repository: str, digest: str, *, size: int | None = None,
-                  max_size: int = MAX_SMALL_BLOB_BYTES) -> bytes:
-        """A small blob's verified bytes (configs, checksum files). Larger than max_size → Fatal."""
-        if size is not None and size > max_size:
-            raise ValueError(f"blob {digest} has {size} bytes, more than read_blob's {max_size}; stream it")
-        with self.open_blob(repository, digest, size=size) as reader:
-            parts: list[bytes] = []
-            total = 0
-            for chunk in reader.iter_chunks():
-                total += len(chunk)
-                if total > max_size:
-                    self._fatal(repository, f"blob {digest} is larger than {max_size} bytes")
-                parts.append(chunk)
-            return b"".join(parts)
-
-    def mount_blob(self, repository: str, digest: str, from_repository: str) -> bool:
-        """Cross-repository mount within this registry. True when mounted (201), no bytes moved.
-
-        False when the registry started a normal upload instead (202: the blob is not in
-        ``from_repository``, or mounting is not allowed); that upload is cancelled.
-        """
-        check_repository(repository)
-        check_repository(from_repository)
-        check_digest(digest)
-        url = self._url(f"/v2/{repository}/blobs/uploads/").copy_merge_params(
-            {"mount": digest, "from": from_repository})
-        what = f"POST mount {digest} from {from_repository}"
-        resp = self._send("POST", url, repository, _Scopes.of(repository, "pull,push", from_repository))
-        self._require_ok(resp, repository, what)
-        if resp.status_code == 201:
-            return True
-        location = resp.headers.get("location")
-        if location:
-            self._cancel_upload(repository, self._base.join(location))
-        return False
-
-    def push_blob(
-        self,
-        repository: str,
-        digest: str,
-        data: bytes | Iterable[bytes] | IO[bytes],
-        *,
-        size: int | None = None,
-        chunk_size: int | None = None,
-    ) -> int:
-        """Upload a blob, streaming; returns the bytes sent. Verifies the digest on both sides.
-
-        ``chunk_size=None``: one streamed PUT (``Content-Length`` set when ``size`` is known).
-        ``chunk_size=N``: PATCH chunks of N bytes with ``Content-Range`` (at most N bytes in
-        memory), then a closing PUT — for registries that limit request sizes.
-        A failed upload is cancelled (best effort) before the error is raised.
-        """
-        check_repository(repository)
-        check_digest(digest)
-        if chunk_size is not None and chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-        scopes = _Scopes.of(repository, "pull,push")
-        resp = self._send("POST", self._url(f"/v2/{repository}/blobs/uploads/"), repository, scopes)
-        self._require_ok(resp, repository, f"POST upload {digest}")
-        location = resp.headers.get("location")
-        if resp.status_code != 202 or not location:
-            self._fatal(repository, f"POST upload {digest}: expected 202 with a Location, got "
-                                    f"HTTP {resp.status_code}")
-        upload = self._base.join(location)
-        hasher = hashlib.sha256()
-        sent = 0
-
-        def counted(chunks: Iterable[bytes]) -> Iterator[bytes]:
-            nonlocal sent
-            for chunk in chunks:
-                if chunk:
-                    hasher.update(chunk)
-                    sent += len(chunk)
-                    yield chunk
-
-        completed = False
-        try:
-            if chunk_size is None:
-                headers = {"Content-Type": "application/octet-stream"}
-                if size is not None:
-                    headers["Content-Length"] = str(size)
-                body: bytes | Iterator[bytes] = (
-                    data if isinstance(data, bytes) else counted(_iter_source(data, READ_CHUNK)))
-                if isinstance(body, bytes):
-                    hasher.update(body)
-                    sent = len(body)
-                final = upload.copy_merge_params({"digest": digest})
-                resp = self._send("PUT", final, repository, scopes, headers=headers, content=body)
-            else:
-                for piece in _rechunk(_iter_source(data, READ_CHUNK), chunk_size):
-                    hasher.update(piece)
-                    headers = {"Content-Type": "application/octet-stream",
-                               "Content-Range": f"{sent}-{sent + len(piece) - 1}",
-                               "Content-Length": str(len(piece))}
-                    resp = self._send("PATCH", upload, repository, scopes, headers=headers, content=piece)
-                    self._require_ok(resp, repository, f"PATCH upload {digest} at {sent}")
-                    sent += len(piece)
-                    if resp.headers.get("location"):
-                        upload = self._base.join(resp.headers["location"])
-                final = upload.copy_merge_params({"digest": digest})
-                resp = self._send("PUT", final, repository, scopes, content=b"",
-                                  headers={"Content-Type": "application/octet-stream"})
-            self._require_ok(resp, repository, f"PUT upload {digest}")
-            completed = True
-        finally:
-            if not completed:
-                self._cancel_upload(repository, upload)
-        got = "sha256:" + hasher.hexdigest()
-        if got != digest:
-            self._fatal(repository, f"uploaded bytes hash to {got}, not {digest}")
-        if size is not None and sent != size:
-            self._fatal(repository, f"uploaded {sent} bytes for {digest}, expected {size}")
-        header = self._checked_digest(resp.headers.get("docker-content-digest"), repository, "PUT upload")
-        if header is not None and header != digest:
-            self._fatal(repository, f"registry stored the upload as {header}, expected {digest}")
-        return sent
-
-    def _cancel_upload(self, repository: str, upload: httpx.URL) -> None:
-        try:
-            resp = self._send("DELETE", upload, repository, _Scopes.of(repository, "pull,push"))
-            resp.close()
-        except RegistryError as exc:  # best effort: registries expire abandoned uploads anyway
-            log.warning("could not cancel upload %s: %s", upload.path, exc)
+        return conflicts
 
     # -- credentials -------------------------------------------------------------------------
 
@@ -1126,33 +317,8 @@ class OciRegistry:
     def login_credentials(self) -> LoginCredentials:
         """Credentials for ``docker login``. Fatal when none are configured (see requires_login)."""
         if self.username is None or self._password is None:
-            self._fatal("", "no credentials configured for docker login (anonymous registry)")
+            self._http.fatal("", "no credentials configured for docker login (anonymous registry)")
         return LoginCredentials(registry=self.name, username=self.username, password=self._password)
-
-
-def _iter_source(data: bytes | Iterable[bytes] | IO[bytes], chunk: int) -> Iterator[bytes]:
-    if isinstance(data, bytes):
-        yield data
-    elif isinstance(data, BlobReader):
-        yield from data.iter_chunks()
-    elif hasattr(data, "read"):
-        reader: IO[bytes] = data  # type: ignore[assignment]
-        while block := reader.read(chunk):
-            yield block
-    else:
-        yield from data
-
-
-def _rechunk(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
-    """Regroup a byte stream into pieces of exactly ``size`` bytes (the last may be shorter)."""
-    buffer = bytearray()
-    for chunk in chunks:
-        buffer += chunk
-        while len(buffer) >= size:
-            yield bytes(buffer[:size])
-            del buffer[:size]
-    if buffer:
-        yield bytes(buffer)
 
 
 def from_login(credentials: LoginCredentials, *, scheme: str = "https", **kwargs: Any) -> OciRegistry:
@@ -1176,18 +342,7 @@ def from_connection(conn: ConnectionLike, **overrides: Any) -> OciRegistry:
     (default https), ``login``/``password``, ``extra`` JSON: ``scheme``, ``timeout``,
     ``page_size``. Keyword overrides win. Imports nothing from Airflow.
     """
-    extra_raw: object = conn.extra
-    extra: dict[str, Any] = {}
-    if isinstance(extra_raw, str) and extra_raw.strip():
-        try:
-            loaded = json.loads(extra_raw)
-        except ValueError as exc:
-            raise ValueError(f"connection {conn.conn_id!r}: extra is not JSON: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise ValueError(f"connection {conn.conn_id!r}: extra must be a JSON object")
-        extra = loaded
-    elif isinstance(extra_raw, Mapping):
-        extra = dict(extra_raw)
+    extra = _connection_extra(conn)
     host = (conn.host or "").strip()
     scheme = (conn.schema or extra.get("scheme") or "").strip().lower()
     if "://" in host:
@@ -1210,3 +365,19 @@ def from_connection(conn: ConnectionLike, **overrides: Any) -> OciRegistry:
         kwargs["page_size"] = int(extra["page_size"])
     kwargs.update(overrides)
     return OciRegistry(host, **kwargs)
+
+
+def _connection_extra(conn: ConnectionLike) -> dict[str, Any]:
+    """The connection's ``extra`` as a dict: a JSON object (text) or a mapping; {} when empty."""
+    extra_raw: object = conn.extra
+    if isinstance(extra_raw, Mapping):
+        return dict(extra_raw)
+    if not isinstance(extra_raw, str) or not extra_raw.strip():
+        return {}
+    try:
+        loaded = json.loads(extra_raw)
+    except ValueError as exc:
+        raise ValueError(f"connection {conn.conn_id!r}: extra is not JSON: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise ValueError(f"connection {conn.conn_id!r}: extra must be a JSON object")
+    return loaded
