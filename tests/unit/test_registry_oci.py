@@ -219,6 +219,15 @@ def test_names_that_do_not_fit_the_grammar_never_reach_a_url() -> None:
             reg.lookup(repo, ref)
 
 
+@pytest.mark.parametrize(("repository", "tag"), [("rocm/vllm\n", "nightly"), ("rocm/vllm", "nightly\n")])
+def test_a_trailing_newline_is_no_name(repository: str, tag: str) -> None:
+    from rocm_release.core.names import check_repository, check_tag
+
+    with pytest.raises(ValueError):
+        check_repository(repository)
+        check_tag(tag)
+
+
 @pytest.mark.parametrize("tag", ["ñightly", "nightly-rocm٧", "ｎightly", "nightly-ǅ"])
 def test_tag_check_is_ascii_only(tag: str) -> None:
     """The OCI grammar is ASCII: the client's old ``\\w`` tag pattern accepted each of these."""

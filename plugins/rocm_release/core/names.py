@@ -44,7 +44,7 @@ def redact(url: str) -> str:
 
 def check_repository(repository: str) -> str:
     """The repository name, or ValueError naming the grammar it breaks."""
-    if not REPOSITORY_RE.match(repository) or len(repository) > REPOSITORY_MAX:
+    if not REPOSITORY_RE.fullmatch(repository) or len(repository) > REPOSITORY_MAX:
         raise ValueError(
             f"repository name {repository!r} is not valid: lower-case components "
             f"[a-z0-9] separated by '.', '_', '__' or '-', joined by '/'"
@@ -54,7 +54,7 @@ def check_repository(repository: str) -> str:
 
 def check_reference(reference: str) -> str:
     """A tag or a sha256 digest, or ValueError."""
-    if DIGEST_RE.match(reference) or TAG_RE.match(reference):
+    if DIGEST_RE.fullmatch(reference) or TAG_RE.fullmatch(reference):
         return reference
     raise ValueError(
         f"reference {reference!r} is neither a tag ([A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}) nor sha256:<64 hex>"
@@ -63,13 +63,13 @@ def check_reference(reference: str) -> str:
 
 def check_tag(tag: str) -> str:
     """A tag (not a digest), or ValueError."""
-    if not TAG_RE.match(tag):
+    if not TAG_RE.fullmatch(tag):
         raise ValueError(f"tag {tag!r} is not valid: [A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}")
     return tag
 
 
 def check_digest(digest: str) -> str:
     """A sha256 digest, or ValueError."""
-    if not DIGEST_RE.match(digest):
+    if not DIGEST_RE.fullmatch(digest):
         raise ValueError(f"digest {digest!r} is not sha256:<64 lower-case hex>")
     return digest
