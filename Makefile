@@ -9,23 +9,34 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 STATE := .state
+# The hashed lock for $(PYTHON)'s version, e.g. requirements/lock-py311.txt (tools/lock.py writes them).
+PYVER := $(or $(shell $(PYTHON) -c 'import sys; print("%d%d" % sys.version_info[:2])' 2>/dev/null),unknown)
+LOCK := requirements/lock-py$(PYVER).txt
 
 .PHONY: help venv services-up services-down services-status lint lock lock-check test unit demo bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
 
-$(STAMP): requirements.lock pyproject.toml
-	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else "rocm-nightly needs Python >= 3.11 (found %s)" % sys.version.split()[0])'
+# Every distribution comes from the lock, each file checked against its sha256 (--require-hashes;
+# --no-deps: the lock is the whole set, pip itself and setuptools included). rocm-nightly itself is
+# a directory, which has no single file to hash: it is installed after, editable, with --no-deps
+# (its dependencies came from the lock) and --no-build-isolation (the build backend is the locked
+# setuptools in the venv, not one fetched unchecked).
+$(STAMP): $(LOCK) pyproject.toml
 	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv; }
 	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check pip==25.3
-	$(PY) -m pip install -q --no-deps -r requirements.lock
-	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	@[ "$$($(PY) -c 'import sys; print("%d%d" % sys.version_info[:2])')" = "$(PYVER)" ] || { echo "$(VENV) has another Python than $(PYTHON) ($(LOCK)): remove $(VENV), or set PYTHON" >&2; exit 1; }
+	$(PY) -m pip install -q --disable-pip-version-check --require-hashes --no-deps -r $(LOCK)
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	$(PY) -m pip check
 	touch $@
 
-venv: $(STAMP)  ## create .venv from requirements.lock
+requirements/lock-py%.txt:
+	@echo "no lock for Python $* ($(PYTHON)): the locked ones are $(notdir $(wildcard requirements/lock-py*.txt)); set PYTHON to a Python of one of those versions" >&2
+	@exit 1
+
+venv: $(STAMP)  ## create .venv from the hashed lock requirements/lock-py<version>.txt
 
 services-up: $(STAMP)  ## start dockerd, the two registries, moto; build the base OS image once
 	$(PY) include/scripts/services.py up
@@ -36,15 +47,16 @@ services-down: $(STAMP)  ## stop only what the project started
 services-status: $(STAMP)  ## say what runs and where
 	$(PY) include/scripts/services.py status
 
-lock: $(STAMP)  ## rewrite requirements.lock from the venv (after changing requirements.txt)
+lock: $(STAMP)  ## regenerate requirements/lock-py*.txt with uv (after changing requirements*.txt or pyproject.toml)
 	$(PY) tools/lock.py write
 
-lock-check: $(STAMP)  ## fail when requirements.txt and requirements.lock disagree
+lock-check: $(STAMP)  ## fail when requirements*.txt or pyproject.toml changed without the lock (needs PyPI)
 	$(PY) tools/lock.py check
 
-lint: $(STAMP)  ## ruff (incl. banned module-level imports) and mypy --strict on the package
+lint: $(STAMP)  ## ruff (incl. banned module-level imports), mypy --strict on the package, import-linter
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 unit: $(STAMP)  ## the tests that need no services
 	$(VENV)/bin/pytest tests/unit tests/dags

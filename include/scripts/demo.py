@@ -34,6 +34,8 @@ from rocm_release.adapters.config_file import load_config  # noqa: E402
 from rocm_release.adapters.registry.oci import OciRegistry  # noqa: E402
 
 CONFIG_FILE = REPO / "include" / "config" / "demo.yaml"
+POOLS_FILE = REPO / "include" / "airflow" / "pools.json"
+CONNECTIONS_FILE = REPO / "include" / "airflow" / "connections.json"
 
 
 def demo_env() -> dict[str, str]:
@@ -134,9 +136,12 @@ def main() -> int:
     print("sample project history:", json.dumps(commits, indent=2))
     run([str(VENV_BIN / "airflow"), "db", "migrate"], env, quiet=True)
     config = load_config(CONFIG_FILE)
-    # The build pool: one slot per build host (here: this machine's dockerd).
-    run([str(VENV_BIN / "airflow"), "pools", "set", config.build.pool, "1", "ROCm build hosts (demo: one)"],
-        env, quiet=True)
+    # The files a deployment imports: the build pool (one slot per build host; here one, this
+    # machine's dockerd) and the connections the vLLM config names, as placeholders (the demo
+    # config names none, so none is used here). Again: the pool gets the file's slots back, and
+    # connections that exist already are left as they are.
+    run([str(VENV_BIN / "airflow"), "pools", "import", str(POOLS_FILE)], env, quiet=True)
+    run([str(VENV_BIN / "airflow"), "connections", "import", str(CONNECTIONS_FILE)], env, quiet=True)
     start_from_empty(env)
     cache = OciRegistry(config.cache_registry.host, scheme=config.cache_registry.scheme)
     total = time.monotonic()

@@ -26,6 +26,7 @@ import yaml
 from rocm_release.adapters.registry.oci import OciRegistry
 from rocm_release.core.plan import LABEL_COMMIT
 from tests.conftest import REPO, TEST_ENV
+from tests.e2e.conftest import import_pools_and_connections
 
 pytestmark = pytest.mark.e2e
 
@@ -69,6 +70,7 @@ class Nights:
         self.registry_storage = [Path(os.environ[k]) for k in ("ROCM_NIGHTLY_CACHE_REGISTRY_STORAGE",
                                                                "ROCM_NIGHTLY_PUBLIC_REGISTRY_STORAGE")]
         subprocess.run([AIRFLOW, "db", "migrate"], env=self.env, capture_output=True, check=True)
+        import_pools_and_connections(AIRFLOW, self.env)  # as the demo does
 
     def run(self, conf: dict[str, Any]) -> subprocess.CompletedProcess[str]:
         """One `airflow dags test` run with these Params (whatever its outcome)."""

@@ -66,6 +66,7 @@ import yaml
 from rocm_release.adapters.registry.oci import OciRegistry
 from rocm_release.core.plan import LABEL_COMMIT
 from tests.conftest import REPO
+from tests.e2e.conftest import import_pools_and_connections
 
 pytestmark = pytest.mark.e2e
 
@@ -188,6 +189,8 @@ class World:
         migrate = subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=self.env, cwd=self.root,
                                  capture_output=True, text=True, timeout=STARTUP_TIMEOUT, check=False)
         assert migrate.returncode == 0, (migrate.stdout + migrate.stderr)[-4000:]
+        # The pool (rocm_builders, one slot) and the placeholder connections, from the deployment files.
+        import_pools_and_connections(BIN / "airflow", self.env, cwd=self.root)
         for name, args in COMPONENTS.items():
             with (self.root / f"{name}.log").open("wb") as log:
                 self.procs[name] = subprocess.Popen([str(BIN / "airflow"), *args], env=self.env, cwd=self.root,
@@ -414,8 +417,7 @@ def world(services: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) ->
     w = World(tmp_path_factory.mktemp("e2e-scheduler"))
     try:
         w.start()
-        w.send("POST", "/pools", {"name": POOL, "slots": 1, "description": "ROCm build hosts",
-                                  "include_deferred": False}, expect=201)
+        assert w.get(f"/pools/{POOL}")["slots"] == 1  # imported from include/airflow/pools.json
         assert w.send("PATCH", f"/dags/{DAG_ID}", {"is_paused": False})["is_paused"] is False
         yield w
     finally:
