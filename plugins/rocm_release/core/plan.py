@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from rocm_release.core.config import ReleaseConfig, Variant
+from rocm_release.core.errors import FatalError
 from rocm_release.core.frozen import Frozen
 from rocm_release.core.names import DIGEST_RE, SHA_RE, TAG_RE
 from rocm_release.core.params import ReleaseParams
@@ -248,6 +249,54 @@ def should_promote(run_kind: RunKind, params: ReleaseParams) -> bool:
     return False
 
 
+class PlanError(ValueError, FatalError):
+    """The inputs cannot make a plan (a commit that is no full SHA, a missing input file, an unpinned parent)."""
+
+
+def _pinned_parent(config: ReleaseConfig, variant: Variant, parent_images: Mapping[str, str]) -> str:
+    parent_ref = variant.parent_image or config.project.parent_image
+    try:
+        parent = parent_images[parent_ref]
+    except KeyError:
+        raise PlanError(f"parent image {parent_ref!r} of variant {variant.name!r} was not resolved") from None
+    if "@sha256:" not in parent:
+        raise PlanError(f"parent image {parent!r} must be pinned by digest")
+    return parent
+
+
+def _variant_plan(config: ReleaseConfig, variant: Variant, *, commit: str, parent: str, base_dockerfile: bytes,
+                  base_inputs: Mapping[str, bytes], store: str) -> VariantPlan:
+    """One variant's keys, args, tags and paths."""
+    args = base_build_args(config, variant, parent)
+    key = base_key(dockerfile=base_dockerfile, inputs={p: base_inputs[p] for p in config.project.base_inputs},
+                   parent_image=parent, build_args=args, variant=variant)
+    project_args = {
+        **config.project.build_args,
+        "PYTHON_VERSION": variant.python_version,
+        "PYTORCH_ROCM_ARCH": ";".join(variant.gpu_archs),
+        "ROCM_VERSION": variant.rocm_version,
+        **variant.build_args,
+    }
+    v, tags = variant.name, config.public_tags
+    return VariantPlan(
+        variant=variant,
+        base_key=key,
+        parent_image=parent,
+        base_build_args=args,
+        build_args=dict(sorted(project_args.items())),
+        cache_tags=CacheTags(base=base_tag(key, v), base_wheels=base_wheels_tag(key, v),
+                             wheels=wheels_tag(commit, v), release=release_tag(commit, v)),
+        public_tags=PublicTags(
+            nightly=public_tag(tags.nightly, variant=v, commit=commit),
+            nightly_commit=public_tag(tags.nightly_commit, variant=v, commit=commit),
+            base_nightly=public_tag(tags.base_nightly, variant=v, commit=commit),
+            base_nightly_commit=public_tag(tags.base_nightly_commit, variant=v, commit=commit),
+        ),
+        wheels_url=wheels_prefix(store, commit, v),
+        nightly_wheels_url=nightly_wheels_prefix(store, v),
+    )
+
+
 def make_plan(
     config: ReleaseConfig,
     *,
@@ -263,63 +312,19 @@ def make_plan(
     """Compute the whole plan. ``parent_images`` maps each configured parent reference to its
     digest-pinned form (``ref@sha256:…``), resolved by the caller."""
     if not SHA_RE.match(commit):
-        raise ValueError(f"commit must be a full 40-hex SHA, got {commit!r}")
+        raise PlanError(f"commit must be a full 40-hex SHA, got {commit!r}")
     missing = sorted(set(config.project.base_inputs) - set(base_inputs))
     if missing:
-        raise ValueError(f"base input files missing from the source at {commit}: {missing}")
+        raise PlanError(f"base input files missing from the source at {commit}: {missing}")
     selected: Sequence[Variant] = (
         [config.variant(n) for n in params.variants] if params.variants else list(config.variants)
     )
     store = config.wheel_store.url.rstrip("/")
-    tags = config.public_tags
-    plans = []
-    for variant in selected:
-        parent_ref = variant.parent_image or config.project.parent_image
-        try:
-            parent = parent_images[parent_ref]
-        except KeyError:
-            raise ValueError(f"parent image {parent_ref!r} of variant {variant.name!r} was not resolved") from None
-        if "@sha256:" not in parent:
-            raise ValueError(f"parent image {parent!r} must be pinned by digest")
-        args = base_build_args(config, variant, parent)
-        key = base_key(
-            dockerfile=base_dockerfile,
-            inputs={p: base_inputs[p] for p in config.project.base_inputs},
-            parent_image=parent,
-            build_args=args,
-            variant=variant,
-        )
-        project_args = {
-            **config.project.build_args,
-            "PYTHON_VERSION": variant.python_version,
-            "PYTORCH_ROCM_ARCH": ";".join(variant.gpu_archs),
-            "ROCM_VERSION": variant.rocm_version,
-            **variant.build_args,
-        }
-        v = variant.name
-        plans.append(
-            VariantPlan(
-                variant=variant,
-                base_key=key,
-                parent_image=parent,
-                base_build_args=args,
-                build_args=dict(sorted(project_args.items())),
-                cache_tags=CacheTags(
-                    base=base_tag(key, v),
-                    base_wheels=base_wheels_tag(key, v),
-                    wheels=wheels_tag(commit, v),
-                    release=release_tag(commit, v),
-                ),
-                public_tags=PublicTags(
-                    nightly=public_tag(tags.nightly, variant=v, commit=commit),
-                    nightly_commit=public_tag(tags.nightly_commit, variant=v, commit=commit),
-                    base_nightly=public_tag(tags.base_nightly, variant=v, commit=commit),
-                    base_nightly_commit=public_tag(tags.base_nightly_commit, variant=v, commit=commit),
-                ),
-                wheels_url=wheels_prefix(store, commit, v),
-                nightly_wheels_url=nightly_wheels_prefix(store, v),
-            )
-        )
+    plans = [
+        _variant_plan(config, variant, commit=commit, parent=_pinned_parent(config, variant, parent_images),
+                      base_dockerfile=base_dockerfile, base_inputs=base_inputs, store=store)
+        for variant in selected
+    ]
     return ReleasePlan(
         project=config.project.name,
         git_url=config.project.git_url,
