@@ -54,9 +54,10 @@ from datetime import timedelta  # noqa: F401
 import pendulum
 from airflow.sdk import DAG, TaskGroup, TriggerRule  # noqa: F401
 
-from rocm_release.airflow_params import release_params, variant_assets  # noqa: F401
-from rocm_release.config import load_config  # noqa: F401
-from rocm_release.operators import (  # noqa: F401
+from rocm_release.adapters.config_file import load_config  # noqa: F401
+from rocm_release.core import task_ids as ids  # noqa: F401
+from rocm_release.tasks.params import release_params, variant_assets  # noqa: F401
+from rocm_release.tasks.nightly import (  # noqa: F401
     BuildImageOperator,
     ChoosePathOperator,
     PromoteNightlyOperator,
@@ -66,10 +67,10 @@ from rocm_release.operators import (  # noqa: F401
     ResolveReleaseOperator,
     ReuseCachedImagesOperator,
 )
-from rocm_release.sensors import ArtifactSensor  # noqa: F401
+from rocm_release.tasks.sensors import ArtifactSensor  # noqa: F401
 
 with DAG(dag_id="trivial_same_imports", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
-    ResolveReleaseOperator(task_id="resolve_release")
+    ResolveReleaseOperator(task_id="resolve_release", config=load_config())
 '''
 
 SDK_ONLY = '''"""A trivial DAG importing only airflow.sdk (benchmark baseline)."""

@@ -107,7 +107,7 @@ def bench_prefix(rid: str) -> str:
 
 def registry_client(host: str):  # -> OciRegistry (imported late: the package is only needed here)
     """An anonymous client for one of the local registries (plain HTTP on 127.0.0.1)."""
-    from rocm_release.registry.oci import OciRegistry
+    from rocm_release.adapters.registry.oci import OciRegistry
 
     return OciRegistry(host, scheme="http")
 

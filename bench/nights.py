@@ -79,7 +79,7 @@ class NightWorld:
         self.variants = variants
 
     def setup(self) -> None:
-        from rocm_release.registry.copy import copy_image
+        from rocm_release.adapters.registry.image_copy import copy_image
 
         self.store.mkdir()
         out = subprocess.run([sys.executable, str(REPO / "include" / "demo" / "make_history.py"),

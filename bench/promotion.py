@@ -56,7 +56,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, result: Result) -> None:
-    from rocm_release.registry.copy import copy_image
+    from rocm_release.adapters.registry.image_copy import copy_image
 
     services = Services.load()
     rid = run_id()

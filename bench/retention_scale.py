@@ -2,8 +2,8 @@
 """Benchmark 6 — retention at scale: 5,000 tags on (moto) ECR, 1,000 on the local OCI registry.
 
 Runs what the ``rocm_release_retention`` DAG's two tasks run
-(``rocm_release.retention``: ``observe_retention``, ``read_base_use``,
-``plan_retention``, then ``read_guard`` and ``apply_retention``) against a
+(``rocm_release.adapters.retention``: ``observe_retention``, ``read_base_use``;
+``rocm_release.core.retention``: ``plan_retention``; then ``read_guard`` and ``apply_retention``) against a
 history made for the purpose: N commits, each with a wheels and a release image
 per variant in the cache repository (labels naming their base), two bases, the
 newest commits' public copies, the ``nightly`` aliases, and a wheel store
@@ -107,8 +107,8 @@ class History:
 
 def build_history(n: int, keep: int) -> History:
     """Bases, n nights (wheels + release per variant), public copies of the recent nights, the aliases."""
-    from rocm_release.config import PublicTags
-    from rocm_release.plan import (
+    from rocm_release.core.config import PublicTagPatterns
+    from rocm_release.core.plan import (
         LABEL_BASE_DIGEST,
         LABEL_BASE_KEY,
         LABEL_COMMIT,
@@ -121,7 +121,7 @@ def build_history(n: int, keep: int) -> History:
         wheels_tag,
     )
 
-    patterns = PublicTags()
+    patterns = PublicTagPatterns()
     commits = [hashlib.sha1(f"bench commit {i}".encode()).hexdigest() for i in range(n)]  # noqa: S324 - names
     h = History(commits, keep)
     seq = 0
@@ -159,7 +159,7 @@ def build_store(root: Path, url: str, h: History) -> Any:
     """A folder per commit and a real ``nightly/rocm710/`` alias (published wheel + index) naming the newest."""
     from airflow.sdk import ObjectStoragePath
 
-    from rocm_release.wheels.publish import promote_index, publish_wheels
+    from rocm_release.adapters.wheels_publish import promote_index, publish_wheels
 
     root.mkdir(parents=True)
     logging.getLogger("wheel").setLevel(logging.WARNING)  # one line per file added to the wheel otherwise
@@ -205,15 +205,14 @@ class BlobServer:
 
 def run_retention(config: Any, cache: Any, public: Any, store: Any, keep: int) -> tuple[Any, Any, Any, dict]:
     """What the two retention tasks do, timed by phase."""
-    from rocm_release.retention import (
+    from rocm_release.adapters.retention import (
         CallCount,
         apply_retention,
-        images_to_inspect,
         observe_retention,
-        plan_retention,
         read_base_use,
         read_guard,
     )
+    from rocm_release.core.retention import images_to_inspect, plan_retention
 
     calls = CallCount()
     log: list[str] = []
@@ -238,7 +237,8 @@ def run_retention(config: Any, cache: Any, public: Any, store: Any, keep: int) -
 
 def scene_config(cache: Any, public: Any, store_url: str) -> Any:
     """The demo config (two variants) with this run's registries and store."""
-    from rocm_release.config import WheelStore, load_config
+    from rocm_release.adapters.config_file import load_config
+    from rocm_release.core.config import WheelStore
 
     demo = load_config(REPO / "include" / "config" / "demo.yaml")
     return demo.model_copy(update={"cache_registry": cache, "public_registry": public,
@@ -256,8 +256,8 @@ def next_second() -> None:
 def ecr_scenario(services: Services, args: argparse.Namespace, root: Path, prefix: str) -> dict[str, Any]:
     import boto3
 
-    from rocm_release.config import Registry
-    from rocm_release.registry.ecr import EcrRegistry
+    from rocm_release.adapters.registry.ecr import EcrRegistry
+    from rocm_release.core.config import Registry
 
     os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = json.dumps({
         "conn_type": "aws", "login": "testing", "password": "testing",
@@ -326,8 +326,8 @@ def ecr_scenario(services: Services, args: argparse.Namespace, root: Path, prefi
 
 
 def oci_scenario(services: Services, args: argparse.Namespace, root: Path, prefix: str) -> dict[str, Any]:
-    from rocm_release.config import Registry
-    from rocm_release.registry.oci import OciRegistry
+    from rocm_release.adapters.registry.oci import OciRegistry
+    from rocm_release.core.config import Registry
 
     hosts = {"cache": services.cache_host, "public": services.public_host}
     repos = {"cache": f"{prefix}/tinyllm", "public": f"{prefix}/tinyllm-rocm"}
@@ -393,7 +393,8 @@ def run(args: argparse.Namespace, result: Result) -> None:
         shutil.rmtree(root, ignore_errors=True)
 
     result.what = (
-        f"`rocm_release.retention` end to end (list, read base labels, plan, re-read the aliases, delete), "
+        f"`rocm_release.adapters.retention` + `rocm_release.core.retention` end to end "
+        f"(list, read base labels, plan, re-read the aliases, delete), "
         f"keeping the newest {args.keep} commits, on a history of {ecr['tags']:,} tags in moto ECR "
         f"({ecr['commits']:,} commits, cache + public repository) and {oci['tags']:,} tags in the local OCI "
         f"registries ({oci['commits']:,} commits), each with a `file://` store of one folder per commit."

@@ -2,7 +2,7 @@
 """Benchmark 2 — getting the wheels out of a cached image, ready to publish.
 
 **Ours** (``publish_wheels``): the wheels image is ``FROM scratch`` with only
-``/dist`` (the wheels and ``SHA256SUMS``); ``rocm_release.wheels.image.read_dist``
+``/dist`` (the wheels and ``SHA256SUMS``); ``rocm_release.adapters.wheels_image.read_dist``
 streams its layers through the registry API, verifies every sha256 and writes
 the wheels to a folder. No docker daemon.
 
@@ -70,7 +70,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, result: Result) -> None:
-    from rocm_release.wheels.image import file_sink, read_dist
+    from rocm_release.adapters.wheels_image import file_sink, read_dist
 
     services = Services.load()
     rid = run_id()

@@ -38,9 +38,9 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import DAG, TaskGroup, TriggerRule
 
-from rocm_release.airflow_params import release_params, variant_assets
-from rocm_release.config import load_config
-from rocm_release.operators import (
+from rocm_release.adapters.config_file import load_config
+from rocm_release.core import task_ids as ids
+from rocm_release.tasks.nightly import (
     BuildImageOperator,
     ChoosePathOperator,
     PromoteNightlyOperator,
@@ -50,7 +50,8 @@ from rocm_release.operators import (
     ResolveReleaseOperator,
     ReuseCachedImagesOperator,
 )
-from rocm_release.sensors import ArtifactSensor
+from rocm_release.tasks.params import release_params, variant_assets
+from rocm_release.tasks.sensors import ArtifactSensor
 
 CONFIG = load_config()
 
@@ -60,6 +61,7 @@ SENSING = {
     "timeout": CONFIG.sensors.timeout,
 }
 AFTER_BRANCH = TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
+# Transient errors (outage, 5xx, throttling) are retried; a fatal one fails at once (tasks.policy).
 IO_RETRIES = {
     "retries": 3,
     "retry_delay": timedelta(seconds=30),
@@ -79,32 +81,30 @@ with DAG(
     default_args={"owner": "release-engineering", "retries": 0},
     tags=["release", "rocm", "nightly"],
 ) as dag:
-    resolve = ResolveReleaseOperator(task_id="resolve_release", **IO_RETRIES)
+    resolve = ResolveReleaseOperator(task_id=ids.RESOLVE_RELEASE, config=CONFIG, **IO_RETRIES)
     # The summary reports every variant, also one that failed (it then says so and publishes no report).
-    summary = ReleaseSummaryOperator(task_id="release_summary", trigger_rule=TriggerRule.ALL_DONE, **IO_RETRIES)
+    summary = ReleaseSummaryOperator(task_id=ids.RELEASE_SUMMARY, trigger_rule=TriggerRule.ALL_DONE, **IO_RETRIES)
 
     for variant in CONFIG.variants:
-        with TaskGroup(group_id=variant.name, tooltip=f"ROCm {variant.rocm_version}, Python {variant.python_version}"):
-            sensors = [
-                ArtifactSensor(task_id=f"check_{artifact}", artifact=artifact, variant=variant.name, **SENSING)
-                for artifact in ("base_image", "wheels_image", "release_image", "wheels_published")
-            ]
-            choose = ChoosePathOperator(task_id="choose_path", variant=variant.name, retries=0)
-            build_base = BuildImageOperator(task_id="build_base_image", stage="base", variant=variant.name,
-                                            config=CONFIG)
+        name = variant.name
+        with TaskGroup(group_id=name, tooltip=f"ROCm {variant.rocm_version}, Python {variant.python_version}"):
+            sensors = [ArtifactSensor(task_id=task, artifact=artifact, variant=name, **SENSING)
+                       for artifact, task in ids.SENSORS.items()]
+            choose = ChoosePathOperator(task_id=ids.CHOOSE_PATH, variant=name, retries=0)
+            build_base = BuildImageOperator(task_id=ids.BUILD_BASE_IMAGE, stage="base", variant=name, config=CONFIG)
             # A build the branch skipped never blocks the next one; a failed one stops it.
-            build_wheels = BuildImageOperator(task_id="build_wheels", stage="wheels", variant=variant.name,
+            build_wheels = BuildImageOperator(task_id=ids.BUILD_WHEELS, stage="wheels", variant=name,
                                               config=CONFIG, trigger_rule=AFTER_BRANCH)
-            build_release = BuildImageOperator(task_id="build_release_image", stage="release",
-                                               variant=variant.name, config=CONFIG, trigger_rule=AFTER_BRANCH)
-            reuse = ReuseCachedImagesOperator(task_id="reuse_cached_images", variant=variant.name, retries=0)
+            build_release = BuildImageOperator(task_id=ids.BUILD_RELEASE_IMAGE, stage="release", variant=name,
+                                               config=CONFIG, trigger_rule=AFTER_BRANCH)
+            reuse = ReuseCachedImagesOperator(task_id=ids.REUSE_CACHED_IMAGES, variant=name, retries=0)
             # Publishing runs after whichever path ran; never after a failed build (upstream_failed).
-            assets = variant_assets(variant.name)
-            push = PushImagesOperator(task_id="push_images", variant=variant.name, trigger_rule=AFTER_BRANCH,
+            assets = variant_assets(name)
+            push = PushImagesOperator(task_id=ids.PUSH_IMAGES, variant=name, trigger_rule=AFTER_BRANCH,
                                       outlets=[assets["images"]], **IO_RETRIES)
-            publish = PublishWheelsOperator(task_id="publish_wheels", variant=variant.name,
-                                            trigger_rule=AFTER_BRANCH, outlets=[assets["wheels"]], **IO_RETRIES)
-            promote = PromoteNightlyOperator(task_id="promote_nightly", variant=variant.name, **IO_RETRIES)
+            publish = PublishWheelsOperator(task_id=ids.PUBLISH_WHEELS, variant=name, trigger_rule=AFTER_BRANCH,
+                                            outlets=[assets["wheels"]], **IO_RETRIES)
+            promote = PromoteNightlyOperator(task_id=ids.PROMOTE_NIGHTLY, variant=name, **IO_RETRIES)
 
             resolve >> sensors >> choose
             choose >> [build_base, build_wheels, build_release, reuse]

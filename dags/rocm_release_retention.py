@@ -41,8 +41,10 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import DAG
 
-from rocm_release.config import load_config
-from rocm_release.retention_operators import ApplyRetentionOperator, PlanRetentionOperator, retention_params
+from rocm_release.adapters.config_file import load_config
+from rocm_release.core import task_ids as ids
+from rocm_release.tasks.params import retention_params
+from rocm_release.tasks.retention import ApplyRetentionOperator, PlanRetentionOperator
 
 CONFIG = load_config()
 
@@ -65,7 +67,7 @@ with DAG(
     default_args={"owner": "release-engineering", "retries": 0},
     tags=["release", "rocm", "retention"],
 ) as dag:
-    plan = PlanRetentionOperator(task_id="plan_retention", **IO_RETRIES)
-    apply = ApplyRetentionOperator(task_id="apply_retention", **IO_RETRIES)
+    plan = PlanRetentionOperator(task_id=ids.PLAN_RETENTION, config=CONFIG, **IO_RETRIES)
+    apply = ApplyRetentionOperator(task_id=ids.APPLY_RETENTION, **IO_RETRIES)
 
     plan >> apply

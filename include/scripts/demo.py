@@ -30,8 +30,8 @@ INDEX_PORT = 5103
 DAG_ID = "rocm_nightly_release"
 sys.path.insert(0, str(REPO / "plugins"))
 
-from rocm_release.config import load_config  # noqa: E402
-from rocm_release.registry.oci import OciRegistry  # noqa: E402
+from rocm_release.adapters.config_file import load_config  # noqa: E402
+from rocm_release.adapters.registry.oci import OciRegistry  # noqa: E402
 
 CONFIG_FILE = REPO / "include" / "config" / "demo.yaml"
 POOLS_FILE = REPO / "include" / "airflow" / "pools.json"

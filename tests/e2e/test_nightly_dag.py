@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 import yaml
 
-from rocm_release.plan import LABEL_COMMIT
-from rocm_release.registry.oci import OciRegistry
+from rocm_release.adapters.registry.oci import OciRegistry
+from rocm_release.core.plan import LABEL_COMMIT
 from tests.conftest import REPO, TEST_ENV
 from tests.e2e.conftest import import_pools_and_connections
 

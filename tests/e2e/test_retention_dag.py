@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from rocm_release.registry.oci import OciRegistry
+from rocm_release.adapters.registry.oci import OciRegistry
 from tests.conftest import REPO, TEST_ENV
 from tests.integration.retention_history import History, OciPusher, build_history, build_store, expected_tags
 

@@ -63,8 +63,8 @@ import httpx
 import pytest
 import yaml
 
-from rocm_release.plan import LABEL_COMMIT
-from rocm_release.registry.oci import OciRegistry
+from rocm_release.adapters.registry.oci import OciRegistry
+from rocm_release.core.plan import LABEL_COMMIT
 from tests.conftest import REPO
 from tests.e2e.conftest import import_pools_and_connections
 

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from rocm_release.registry.base import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
+from rocm_release.core.names import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 
 REGISTRY_BIN = Path("/usr/bin/docker-registry")
 

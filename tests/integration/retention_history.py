@@ -18,8 +18,10 @@ from typing import Any
 
 import httpx
 
-from rocm_release.config import PublicTags
-from rocm_release.plan import (
+from rocm_release.adapters.wheels_publish import promote_index, publish_wheels
+from rocm_release.core.config import PublicTagPatterns
+from rocm_release.core.names import OCI_MANIFEST
+from rocm_release.core.plan import (
     LABEL_BASE_DIGEST,
     LABEL_BASE_KEY,
     LABEL_COMMIT,
@@ -31,13 +33,11 @@ from rocm_release.plan import (
     release_tag,
     wheels_tag,
 )
-from rocm_release.registry.base import OCI_MANIFEST
-from rocm_release.wheels.publish import promote_index, publish_wheels
 from tests.fabricated_wheels import make_wheel
 
 VARIANTS = ("rocm710", "rocm723")
 K0, K1, K2, K3 = (f"{n:016x}" for n in (0xA0, 0xA1, 0xA2, 0xA3))  # bases: unused, old nights, new nights, newest
-P = PublicTags()  # the public tag patterns (config defaults)
+P = PublicTagPatterns()  # the public tag patterns (config defaults)
 
 
 def alias(pattern: str, variant: str) -> str:

@@ -47,9 +47,15 @@ import httpx
 import pytest
 import yaml
 
-from rocm_release.build import LABEL_RUN_ID, StageInputs, build_stage, docker_cli, docker_session
-from rocm_release.config import REPO_ROOT, ReleaseConfig, parse_config
-from rocm_release.plan import (
+from rocm_release.adapters.config_file import REPO_ROOT
+from rocm_release.adapters.docker_build import build_stage, docker_cli, docker_session
+from rocm_release.adapters.git import GitMirror
+from rocm_release.adapters.registry.oci import OciRegistry
+from rocm_release.adapters.wheels_image import layer_digests, read_dist
+from rocm_release.core.build_commands import LABEL_RUN_ID, StageInputs
+from rocm_release.core.config import ReleaseConfig, parse_config
+from rocm_release.core.params import ReleaseParams
+from rocm_release.core.plan import (
     LABEL_BASE_DIGEST,
     LABEL_BASE_KEY,
     LABEL_COMMIT,
@@ -57,13 +63,9 @@ from rocm_release.plan import (
     LABEL_SCHEMA,
     LABEL_VARIANT,
     SCHEMA_VERSION,
-    ReleaseParams,
     ReleasePlan,
     make_plan,
 )
-from rocm_release.registry.oci import OciRegistry
-from rocm_release.source import GitMirror
-from rocm_release.wheels.image import layer_digests, read_dist
 
 pytestmark = pytest.mark.integration
 
@@ -313,7 +315,7 @@ def _config(root: Path, repository: str, **build: Any) -> ReleaseConfig:
     demo["cache_registry"]["repository"] = repository
     demo["wheel_store"]["url"] = f"file://{root}/wheels"
     demo["build"].update(build)
-    return parse_config(yaml.safe_dump(demo), "test_build config")
+    return parse_config(yaml.safe_dump(demo), "test_build config", repo_root=str(REPO_ROOT))
 
 
 @pytest.fixture(scope="module")
@@ -550,7 +552,8 @@ CANARY_STEP = (
 
 
 def test_build_secret_is_used_but_never_shown(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    from rocm_release.operators import BuildImageOperator, _secret_files
+    from rocm_release.adapters.steps import _secret_files
+    from rocm_release.tasks.nightly import BuildImageOperator
 
     canary = f"canary-{secrets.token_hex(16)}"
     monkeypatch.setenv(f"AIRFLOW_CONN_{CANARY_ID.upper()}", json.dumps({"conn_type": "generic", "password": canary}))

@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from rocm_release.config import REPO_ROOT, load_config
-from rocm_release.source import GitMirror
+from rocm_release.adapters.config_file import REPO_ROOT, load_config
+from rocm_release.adapters.git import GitMirror
 
 pytestmark = pytest.mark.integration
 

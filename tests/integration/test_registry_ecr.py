@@ -39,16 +39,10 @@ from typing import Any
 
 import pytest
 
-from rocm_release.registry.base import (
-    DOCKER_MANIFEST,
-    DOCKER_MANIFEST_LIST,
-    OCI_INDEX,
-    OCI_MANIFEST,
-    FatalRegistryError,
-    ImageRegistry,
-    TransientRegistryError,
-)
-from rocm_release.registry.ecr import EcrImageNotFoundError, EcrRegistry
+from rocm_release.adapters.registry.ecr import EcrRegistry
+from rocm_release.adapters.registry.ecr_errors import EcrImageNotFoundError
+from rocm_release.core.names import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST
+from rocm_release.core.registry import FatalRegistryError, ImageRegistry, TransientRegistryError
 from tests.integration.moto_server import MOTO_ACCOUNT, MOTO_ECR_HOST, MOTO_REGION, moto_api, moto_server
 from tests.integration.registries import free_port
 

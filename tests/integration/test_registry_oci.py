@@ -23,15 +23,11 @@ from pathlib import Path
 
 import pytest
 
-from rocm_release.registry.base import (
-    OCI_INDEX,
-    OCI_MANIFEST,
-    FatalRegistryError,
-    ImageRegistry,
-    TransientRegistryError,
-)
-from rocm_release.registry.copy import copy_image
-from rocm_release.registry.oci import OciRegistry, ReferenceNotFound, TagDeletionRefused
+from rocm_release.adapters.registry.image_copy import copy_image
+from rocm_release.adapters.registry.oci import OciRegistry, TagDeletionRefused
+from rocm_release.adapters.registry.oci_session import ReferenceNotFound
+from rocm_release.core.names import OCI_INDEX, OCI_MANIFEST
+from rocm_release.core.registry import FatalRegistryError, ImageRegistry, TransientRegistryError
 from tests.integration.registries import (
     REGISTRY_BIN,
     LocalRegistry,

@@ -40,26 +40,26 @@ from typing import Any
 import httpx
 import pytest
 
-from rocm_release.config import Registry, ReleaseConfig, WheelStore, load_config
-from rocm_release.plan import (
+from rocm_release.adapters.config_file import load_config
+from rocm_release.adapters.registry.ecr import EcrRegistry
+from rocm_release.adapters.registry.oci import OciRegistry
+from rocm_release.adapters.retention import (
+    CallCount,
+    apply_retention,
+    observe_retention,
+    read_base_use,
+    read_guard,
+)
+from rocm_release.core.config import Registry, ReleaseConfig, WheelStore
+from rocm_release.core.names import OCI_MANIFEST
+from rocm_release.core.plan import (
     base_tag,
     public_tag,
     release_tag,
     wheels_tag,
 )
-from rocm_release.registry.base import OCI_MANIFEST, ImageRegistry
-from rocm_release.registry.ecr import EcrRegistry
-from rocm_release.registry.oci import OciRegistry
-from rocm_release.retention import (
-    CallCount,
-    RetentionPlan,
-    apply_retention,
-    images_to_inspect,
-    observe_retention,
-    plan_retention,
-    read_base_use,
-    read_guard,
-)
+from rocm_release.core.registry import ImageRegistry
+from rocm_release.core.retention import RetentionPlan, images_to_inspect, plan_retention
 from tests.integration.moto_server import MOTO_ACCOUNT, MOTO_ECR_HOST, MOTO_REGION, moto_server
 from tests.integration.retention_history import (
     K0,

@@ -58,22 +58,25 @@ from airflow.utils.state import TaskInstanceState
 from airflow.utils.types import DagRunType
 from sqlalchemy import func, select
 
-from rocm_release.config import CONFIG_ENV, ReleaseConfig, load_config
-from rocm_release.decision import Observation
-from rocm_release.plan import (
+from rocm_release.adapters.config_file import CONFIG_ENV, load_config
+from rocm_release.adapters.registry.ecr import EcrRegistry
+from rocm_release.core.config import ReleaseConfig
+from rocm_release.core.decision import Observation
+from rocm_release.core.params import ReleaseParams
+from rocm_release.core.plan import (
     LABEL_BASE_DIGEST,
     LABEL_BASE_KEY,
     LABEL_COMMIT,
     LABEL_SCHEMA,
     LABEL_VARIANT,
     SCHEMA_VERSION,
-    ReleaseParams,
     ReleasePlan,
     VariantPlan,
     make_plan,
 )
-from rocm_release.registry.ecr import EcrRegistry
-from rocm_release.sensors import RESOLVE_TASK, Artifact, ArtifactSensor
+from rocm_release.core.task_ids import RESOLVE_RELEASE as RESOLVE_TASK
+from rocm_release.core.task_ids import Artifact
+from rocm_release.tasks.sensors import ArtifactSensor
 from tests.conftest import REPO, TEST_ENV
 from tests.integration.moto_server import moto_server as start_moto
 from tests.integration.registries import (

@@ -34,8 +34,9 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from rocm_release.wheels.index import parse_project_page
-from rocm_release.wheels.publish import (
+from rocm_release.adapters.store import StorePath, TransientStoreError, observe_published, store_root
+from rocm_release.adapters.wheel_retag import WheelMetadataError, retag_platform
+from rocm_release.adapters.wheels_publish import (
     NotPublished,
     PublishedFile,
     UploadMismatch,
@@ -43,8 +44,7 @@ from rocm_release.wheels.publish import (
     publish_wheels,
     read_published,
 )
-from rocm_release.wheels.retag import WheelMetadataError, retag_platform
-from rocm_release.wheels.store import StorePath, TransientStoreError, observe_published, store_root
+from rocm_release.core.index import parse_project_page
 from tests.fabricated_wheels import make_wheel
 from tests.integration.moto_server import moto_server
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rocm_release.build import (
+from rocm_release.core.build_commands import (
     BuildError,
     StageInputs,
     build_command,
@@ -14,7 +14,7 @@ from rocm_release.build import (
     planned_commands,
     stage_request,
 )
-from rocm_release.decision import BUILD_ORDER
+from rocm_release.core.decision import BUILD_ORDER
 from tests.unit.test_plan import _golden, _plan
 
 INPUTS = StageInputs(

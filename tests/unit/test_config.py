@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rocm_release.config import CONFIG_ENV, DEFAULT_CONFIG, REPO_ROOT, ConfigError, load_config, parse_config
+from rocm_release.adapters.config_file import CONFIG_ENV, DEFAULT_CONFIG, REPO_ROOT, load_config
+from rocm_release.core.config import ConfigError, parse_config
 
 DEMO = REPO_ROOT / "include" / "config" / "demo.yaml"
 
@@ -17,7 +18,7 @@ def _demo() -> dict:
 
 
 def _parse(data: dict) -> None:
-    parse_config(yaml.safe_dump(data), "bad.yaml")
+    parse_config(yaml.safe_dump(data), "bad.yaml", repo_root=str(REPO_ROOT))
 
 
 def test_shipped_configs_load() -> None:

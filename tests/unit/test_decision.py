@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
-from rocm_release.decision import BUILD_ORDER, Observation, decide
-from rocm_release.plan import LABEL_BASE_DIGEST, LABEL_BASE_KEY
+from rocm_release.core.decision import BUILD_ORDER, Observation, decide
+from rocm_release.core.plan import LABEL_BASE_DIGEST, LABEL_BASE_KEY
 
 KEY = "0123456789abcdef"
 BASE_DIGEST = "sha256:" + "b" * 64

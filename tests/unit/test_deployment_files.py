@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from airflow.secrets.local_filesystem import load_connections_dict
 
-from rocm_release.config import REPO_ROOT, ReleaseConfig, load_config
+from rocm_release.adapters.config_file import REPO_ROOT, load_config
+from rocm_release.core.config import ReleaseConfig
 
 DEPLOYMENT = REPO_ROOT / "include" / "airflow"
 CONFIGS = sorted((REPO_ROOT / "include" / "config").glob("*.yaml"))

@@ -17,7 +17,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from rocm_release.config import REPO_ROOT
+from rocm_release.adapters.config_file import REPO_ROOT
 
 TOOL = REPO_ROOT / "tools" / "lock.py"
 _spec = importlib.util.spec_from_file_location("lock", TOOL)

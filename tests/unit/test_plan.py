@@ -11,16 +11,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rocm_release.config import REPO_ROOT, TAG_RE, Variant, load_config
-from rocm_release.plan import (
-    ParamsError,
-    ReleaseParams,
-    base_key,
-    cache_tag_regexes,
-    make_plan,
-    parse_params,
-    tag_regex,
-)
+from rocm_release.adapters.config_file import REPO_ROOT, load_config
+from rocm_release.core.config import Variant
+from rocm_release.core.names import TAG_RE
+from rocm_release.core.params import ParamsError, ReleaseParams, parse_params
+from rocm_release.core.plan import base_key, cache_tag_regexes, make_plan, tag_regex
 
 GOLDEN = Path(__file__).parent / "golden"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from rocm_release.promote import forwards, may_promote
+from rocm_release.core.promotion import forwards, may_promote
 from tests.unit.test_plan import _plan
 
 A, B, C, X = ("a" * 40, "b" * 40, "c" * 40, "d" * 40)

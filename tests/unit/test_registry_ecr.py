@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
-from rocm_release.registry.base import OCI_MANIFEST, FatalRegistryError, TransientRegistryError
-from rocm_release.registry.ecr import EcrRegistry, classify_exception
+from rocm_release.adapters.registry.ecr import EcrRegistry
+from rocm_release.core.names import OCI_MANIFEST
+from rocm_release.core.registry import FatalRegistryError, TransientRegistryError
 
 HOST = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
 REPO = "rocm-nightly/tinyllm"
@@ -48,75 +49,6 @@ def stubbed() -> Iterator[tuple[EcrRegistry, Any]]:
     with Stubber(client) as stub:
         yield EcrRegistry(HOST, client=client), stub
         stub.assert_no_pending_responses()
-
-
-def client_error(code: str, status: int) -> Exception:
-    from botocore.exceptions import ClientError
-
-    return ClientError({"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}}, "Op")
-
-
-def _botocore_error(name: str) -> Exception:
-    from botocore import exceptions
-
-    kwargs = {
-        "EndpointConnectionError": {"endpoint_url": "http://127.0.0.1:9"},
-        "ConnectTimeoutError": {"endpoint_url": "http://127.0.0.1:9"},
-        "ReadTimeoutError": {"endpoint_url": "http://127.0.0.1:9"},
-        "ConnectionClosedError": {"endpoint_url": "http://127.0.0.1:9"},
-        "SSLError": {"endpoint_url": "https://x", "error": "certificate verify failed"},
-        "NoCredentialsError": {},
-        "ParamValidationError": {"report": "bad"},
-    }[name]
-    return getattr(exceptions, name)(**kwargs)  # type: ignore[no-any-return]
-
-
-@pytest.mark.parametrize(
-    ("code", "status"),
-    [
-        ("ThrottlingException", 400),
-        ("ServiceUnavailable", 503),
-        ("ServerException", 500),
-        ("TooManyRequestsException", 429),
-        ("500", 500),  # a bare 5xx, e.g. an HTML error page from a proxy
-    ],
-)
-def test_throttling_and_5xx_are_transient(code: str, status: int) -> None:
-    assert classify_exception(client_error(code, status)) is TransientRegistryError
-
-
-@pytest.mark.parametrize(
-    ("code", "status"),
-    [
-        ("AccessDeniedException", 400),
-        ("UnrecognizedClientException", 400),
-        ("ExpiredTokenException", 400),
-        ("InvalidSignatureException", 400),
-        ("403", 403),
-        ("401", 401),
-        ("InvalidParameterException", 400),
-        ("SomethingNewException", 400),
-        ("AccessDeniedException", 503),  # a named credential problem stays fatal whatever the status
-    ],
-)
-def test_refused_credentials_and_unknown_errors_are_fatal(code: str, status: int) -> None:
-    assert classify_exception(client_error(code, status)) is FatalRegistryError
-
-
-@pytest.mark.parametrize(
-    "name", ["EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError"]
-)
-def test_network_errors_are_transient(name: str) -> None:
-    assert classify_exception(_botocore_error(name)) is TransientRegistryError
-
-
-@pytest.mark.parametrize("name", ["SSLError", "NoCredentialsError", "ParamValidationError"])
-def test_local_misconfiguration_is_fatal(name: str) -> None:
-    assert classify_exception(_botocore_error(name)) is FatalRegistryError
-
-
-def test_unexpected_exceptions_are_fatal() -> None:
-    assert classify_exception(KeyError("imageDigest")) is FatalRegistryError
 
 
 @pytest.mark.parametrize(
@@ -272,7 +204,7 @@ def test_login_credentials_from_an_injected_client(stubbed: tuple[EcrRegistry, A
 
 def test_importing_the_module_loads_no_aws_sdk() -> None:
     code = (
-        "import sys, rocm_release.registry.ecr as m; "
+        "import sys, rocm_release.adapters.registry.ecr as m; "
         "m.EcrRegistry('123456789012.dkr.ecr.us-east-1.amazonaws.com'); "
         "bad = [n for n in ('boto3', 'botocore', 'airflow') if n in sys.modules]; "
         "assert not bad, bad"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import socket
 import urllib.parse
 from collections.abc import Callable
@@ -20,24 +21,11 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from rocm_release.registry.base import (
-    DOCKER_MANIFEST_LIST,
-    OCI_INDEX,
-    OCI_MANIFEST,
-    FatalRegistryError,
-    ImageRegistry,
-    TransientRegistryError,
-)
-from rocm_release.registry.copy import copy_image
-from rocm_release.registry.oci import (
-    MalformedManifest,
-    OciRegistry,
-    ReferenceNotFound,
-    from_connection,
-    from_login,
-    manifest_references,
-    parse_challenge,
-)
+from rocm_release.adapters.registry.image_copy import copy_image
+from rocm_release.adapters.registry.oci import OciRegistry, from_connection, from_login
+from rocm_release.adapters.registry.oci_session import ReferenceNotFound
+from rocm_release.core.names import DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST, check_reference, check_tag
+from rocm_release.core.registry import FatalRegistryError, ImageRegistry, TransientRegistryError
 
 HOST = "registry.test:5000"
 
@@ -224,19 +212,37 @@ def test_labels_that_are_not_strings_are_fatal() -> None:
         registry(handler).labels("rocm/vllm", "t")
 
 
-def test_manifest_references_rejects_descriptors_without_digest() -> None:
-    from rocm_release.registry.base import Manifest
-
-    bad = json.dumps({"mediaType": OCI_MANIFEST, "config": {"mediaType": "x", "size": 1}, "layers": []}).encode()
-    with pytest.raises(MalformedManifest, match="config.digest"):
-        manifest_references(Manifest(bad, OCI_MANIFEST, digest_of(bad)))
-
-
 def test_names_that_do_not_fit_the_grammar_never_reach_a_url() -> None:
     reg = registry(lambda r: pytest.fail("no request expected"))
     for repo, ref in [("Rocm/VLLM", "t"), ("rocm/../x", "t"), ("rocm/vllm", "a/b"), ("rocm/vllm", "sha256:xyz")]:
         with pytest.raises(ValueError):
             reg.lookup(repo, ref)
+
+
+@pytest.mark.parametrize(("repository", "tag"), [("rocm/vllm\n", "nightly"), ("rocm/vllm", "nightly\n")])
+def test_a_trailing_newline_is_no_name(repository: str, tag: str) -> None:
+    from rocm_release.core.names import check_repository, check_tag
+
+    with pytest.raises(ValueError):
+        check_repository(repository)
+        check_tag(tag)
+
+
+@pytest.mark.parametrize("tag", ["ñightly", "nightly-rocm٧", "ｎightly", "nightly-ǅ"])
+def test_tag_check_is_ascii_only(tag: str) -> None:
+    """The OCI grammar is ASCII: the client's old ``\\w`` tag pattern accepted each of these."""
+    assert re.fullmatch(r"\w[\w.-]*", tag)  # what a \w pattern lets through
+    with pytest.raises(ValueError, match="is not valid"):
+        check_tag(tag)
+    with pytest.raises(ValueError, match="neither a tag"):
+        check_reference(tag)
+    reg = registry(lambda r: pytest.fail("no request expected"))
+    with pytest.raises(ValueError):
+        reg.lookup("rocm/vllm", tag)
+    with pytest.raises(ValueError):
+        reg.tag("rocm/vllm", MANIFEST_DIGEST, tag)
+    with pytest.raises(ValueError):
+        reg.delete_tags("rocm/vllm", [tag])
 
 
 # --------------------------------------------------------------------------------------------
@@ -306,7 +312,7 @@ def test_an_expired_token_is_fetched_again() -> None:
     hub = FakeHub(expires_in=0)  # below the spec's 60 s minimum: treated as 60 s, minus margin
     reg = registry(hub)
     reg.lookup("library/vllm", "a")
-    reg._tokens = {k: type(v)(v.value, 0.0) for k, v in reg._tokens.items()}  # as if 60 s passed
+    reg._http.auth._tokens = {k: type(v)(v.value, 0.0) for k, v in reg._http.auth._tokens.items()}  # as if 60 s passed
     reg.lookup("library/vllm", "a")
     assert len(hub.token_requests) == 2
 
@@ -340,14 +346,6 @@ def test_credentials_are_never_sent_to_a_plain_http_realm_of_an_https_registry()
 
     with pytest.raises(FatalRegistryError, match="plain http"):
         registry(handler, username="u", password="p").lookup("library/vllm", "t")
-
-
-def test_parse_challenge_reads_quoted_and_multi_scope_parameters() -> None:
-    challenge = parse_challenge(
-        'Bearer realm="https://a/token",service="reg",scope="repository:a:pull repository:b:pull"')
-    assert challenge is not None and challenge.scheme == "bearer"
-    assert challenge.params == {"realm": "https://a/token", "service": "reg",
-                                "scope": "repository:a:pull repository:b:pull"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -450,7 +448,7 @@ def test_from_connection_reads_host_port_scheme_credentials_and_extra() -> None:
 
 
 def test_from_login_uses_the_credentials_registry_as_host() -> None:
-    from rocm_release.registry.base import LoginCredentials
+    from rocm_release.core.registry import LoginCredentials
 
     reg = from_login(LoginCredentials("https://123.dkr.ecr.us-east-1.amazonaws.com", "AWS", "tok"),
                      connection_id="aws_default")

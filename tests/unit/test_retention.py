@@ -1,90 +1,40 @@
-"""Retention rules (rocm_release.retention): what is kept, what is deleted, and why — no services."""
+"""Retention rules (rocm_release.core.retention): what is kept, what is deleted, and why — no services."""
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
+from dataclasses import replace
 
 import pytest
-from fsspec.implementations.local import LocalFileSystem
 
-from rocm_release.config import PublicTags
-from rocm_release.plan import base_tag, base_wheels_tag, public_tag, release_tag, wheels_tag
-from rocm_release.registry.base import TagInfo
-from rocm_release.retention import (
+from rocm_release.core.config import PublicTagPatterns
+from rocm_release.core.plan import base_tag, base_wheels_tag, public_tag, release_tag, wheels_tag
+from rocm_release.core.registry import TagInfo
+from rocm_release.core.retention import (
     BaseUse,
-    Decision,
-    Guard,
-    Repository,
-    RepositoryTags,
-    RetentionInputs,
+    RetentionDecision,
     RetentionPlan,
     WheelFolder,
-    apply_retention,
-    delete_wheel_folder,
     images_to_inspect,
     plan_retention,
 )
-
-V1, V2 = "rocm710", "rocm723"
-T0 = datetime(2026, 11, 1, 2, 0, tzinfo=UTC)
-STORE = "s3://wheels/rocm"
-TAGS = PublicTags()
-CACHE = Repository("123456789012.dkr.ecr.us-east-1.amazonaws.com", "proj", ("cache",), deletes_by_digest=False)
-PUBLIC = Repository("registry.example", "proj/proj-rocm", ("public",), deletes_by_digest=True)
-KEY_OLD, KEY_USED, KEY_NEW = "0" * 15 + "1", "0" * 15 + "2", "0" * 15 + "3"
-
-
-def digest(seed: str) -> str:
-    return "sha256:" + hashlib.sha256(seed.encode()).hexdigest()
-
-
-def sha(n: int) -> str:
-    """Commit n: the higher n, the *smaller* the name, so names sort against push time."""
-    return f"{10_000 - n:040x}"
-
-
-def day(n: int) -> datetime:
-    return T0 + timedelta(days=n)
-
-
-def built(commit: str, when: datetime, variant: str = V1) -> list[TagInfo]:
-    """A night's cache tags: the wheels and release images of one commit."""
-    return [TagInfo(wheels_tag(commit, variant), digest(f"w{commit}{variant}"), when),
-            TagInfo(release_tag(commit, variant), digest(f"r{commit}{variant}"), when)]
-
-
-def base(key: str, when: datetime, variant: str = V1) -> list[TagInfo]:
-    return [TagInfo(base_tag(key, variant), digest(f"b{key}{variant}"), when),
-            TagInfo(base_wheels_tag(key, variant), digest(f"bw{key}{variant}"), when)]
-
-
-def public_night(commit: str, variant: str = V1, base_key: str = KEY_USED) -> list[TagInfo]:
-    """The public copies of a night (OCI listing: no push times); same digests as the cache."""
-    return [TagInfo(public_tag(TAGS.nightly_commit, variant=variant, commit=commit), digest(f"r{commit}{variant}")),
-            TagInfo(public_tag(TAGS.base_nightly_commit, variant=variant, commit=commit),
-                    digest(f"b{base_key}{variant}"))]
-
-
-def make_inputs(cache: Sequence[TagInfo], public: Sequence[TagInfo] = (), *, keep: int = 2,
-                folders: Sequence[WheelFolder] = (), nightly: dict[str, str | None] | None = None,
-                variants: tuple[str, ...] = (V1, V2), public_by_digest: bool = True) -> RetentionInputs:
-    pub = Repository(PUBLIC.registry, PUBLIC.repository, ("public",), deletes_by_digest=public_by_digest)
-    return RetentionInputs(
-        repositories=(RepositoryTags(CACHE, tuple(cache)), RepositoryTags(pub, tuple(public))),
-        wheel_folders=tuple(folders), store_url=STORE, keep_commits=keep, variants=variants,
-        public_tags=TAGS, nightly_folders=nightly or {},
-    )
-
-
-def make_plan(inputs: RetentionInputs, key: str | None = KEY_USED) -> RetentionPlan:
-    """Plan with every kept image's labels naming ``key`` (None: no base labels at all)."""
-    use = BaseUse(key, None) if key else None
-    return plan_retention(inputs, {i.digest: use for i in images_to_inspect(inputs)})
+from tests.unit.retention_scenes import (
+    CACHE,
+    KEY_NEW,
+    KEY_OLD,
+    KEY_USED,
+    STORE,
+    TAGS,
+    V1,
+    V2,
+    base,
+    built,
+    day,
+    digest,
+    make_inputs,
+    make_plan,
+    public_night,
+    sha,
+)
 
 
 def action(plan: RetentionPlan, name: str, target: str = "tag") -> str:
@@ -292,7 +242,7 @@ def test_folders_that_are_not_commits_are_never_touched() -> None:
 
 def test_a_tag_two_patterns_match_is_ambiguous_and_kept() -> None:
     # legal config, unlucky names: "nightly-{variant}" for rocm710 and "nightly-r{variant}" for ocm710
-    tags = PublicTags(base_nightly="nightly-r{variant}")
+    tags = PublicTagPatterns(base_nightly="nightly-r{variant}")
     inputs = make_inputs(built(sha(1), day(1)) + base(KEY_USED, day(0)),
                          [TagInfo("nightly-rocm710", digest("x"))], keep=1, variants=(V1, "ocm710"))
     plan = make_plan(replace(inputs, public_tags=tags))
@@ -342,91 +292,11 @@ def test_the_report_lists_every_decision_with_its_reason() -> None:
     assert "DELETE       tag" in plan.render(dry_run=False)
 
 
-# -- applying -------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class FakeRegistry:
-    """Records deletions; the registry itself is tested elsewhere (unit + integration)."""
-
-    name: str
-    log: list[str]
-    deleted: list[list[str]] = field(default_factory=list)
-
-    def delete_tags(self, repository: str, tags: Sequence[str]) -> None:
-        self.deleted.append(list(tags))
-        self.log.append(f"tags {self.name}")
-
-
-@dataclass
-class LocalStore:
-    root: Path
-    fs: Any = field(default_factory=LocalFileSystem)
-
-    @property
-    def path(self) -> str:
-        return str(self.root)
-
-    def __truediv__(self, other: str) -> Any:
-        return self.root / other
-
-
-def _apply_scene(tmp_path: Path) -> tuple[RetentionPlan, dict[str, Any], LocalStore, list[str]]:
-    old, new = sha(1), sha(2)
-    for name in (old, new, "nightly"):
-        (tmp_path / name / V1).mkdir(parents=True)
-        (tmp_path / name / V1 / "index.html").write_text("x")
-    cache = built(old, day(1)) + built(new, day(2)) + base(KEY_USED, day(0))
-    plan = make_plan(make_inputs(cache, public_night(old) + public_night(new), keep=1, public_by_digest=False,
-                                 folders=[WheelFolder(old), WheelFolder(new), WheelFolder("nightly")]))
-    order: list[str] = []
-    targets = {CACHE.location: (FakeRegistry("cache", order), CACHE.repository),
-               PUBLIC.location: (FakeRegistry("public", order), PUBLIC.repository)}
-    return plan, targets, LocalStore(tmp_path), order
-
-
-def test_apply_deletes_public_tags_then_folders_then_cache_tags(tmp_path: Path) -> None:
-    plan, targets, store, order = _apply_scene(tmp_path)
-    logged: list[str] = []
-
-    applied = apply_retention(plan.delete, targets=targets, cache_location=CACHE.location, store=store,
-                              store_url=STORE, log=logged.append)
-
-    assert order == ["tags public", "tags cache"]
-    assert logged.index(f"{STORE}/{sha(1)}/: deleted") < logged.index(f"{CACHE.location}: deleting 2 tags")
-    assert not (tmp_path / sha(1)).exists() and (tmp_path / sha(2)).exists() and (tmp_path / "nightly").exists()
-    assert targets[CACHE.location][0].deleted == [[wheels_tag(sha(1), V1), release_tag(sha(1), V1)]]
-    assert applied.folders_deleted == 1 and applied.tags_deleted == {PUBLIC.location: 2, CACHE.location: 2}
-
-    again = apply_retention(plan.delete, targets=targets, cache_location=CACHE.location, store=store,
-                            store_url=STORE, log=logged.append)  # a retry converges
-    assert again.folders_deleted == 1 and f"{STORE}/{sha(1)}/: already gone" in logged
-
-
-def test_apply_skips_what_a_nightly_alias_points_to_now(tmp_path: Path) -> None:
-    plan, targets, store, _ = _apply_scene(tmp_path)
-    now = Guard(commits=frozenset(), digests=frozenset({digest(f"r{sha(1)}{V1}")}))
-    applied = apply_retention(plan.delete, targets=targets, cache_location=CACHE.location, store=store,
-                              store_url=STORE, log=lambda _: None, guard=now)
-
-    assert (tmp_path / sha(1)).exists()  # the whole commit stays, not only the aliased image
-    assert targets[CACHE.location][0].deleted == []
-    assert len(applied.skipped) == 5
-
-
-def test_apply_refuses_keep_decisions_and_only_deletes_commit_folders(tmp_path: Path) -> None:
-    plan, targets, store, _ = _apply_scene(tmp_path)
-    with pytest.raises(ValueError, match="'keep' decision"):
-        apply_retention(plan.keep, targets=targets, cache_location=CACHE.location, store=store, store_url=STORE,
-                        log=lambda _: None)
-    for name in ("nightly", "", "..", f"{sha(1)}/..", "/"):
-        with pytest.raises(ValueError, match="refusing to delete"):
-            delete_wheel_folder(store, STORE, name)
-    assert (tmp_path / "nightly").exists()
+# -- XCom ---------------------------------------------------------------------------------------------------------
 
 
 def test_decisions_round_trip_through_xcom_json() -> None:
     plan = make_plan(make_inputs(built(sha(1), day(1)) + built(sha(2), day(2)) + base(KEY_USED, day(0)), keep=1))
     for d in plan.delete:
-        assert Decision.model_validate(d.model_dump(mode="json", exclude={"reason"})) == d.model_copy(
+        assert RetentionDecision.model_validate(d.model_dump(mode="json", exclude={"reason"})) == d.model_copy(
             update={"reason": ""})

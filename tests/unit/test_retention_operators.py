@@ -6,10 +6,11 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import AirflowFailException
 
-from rocm_release.config import load_config
-from rocm_release.retention_operators import retention_params, retention_settings
+from rocm_release.adapters.config_file import load_config
+from rocm_release.core.params import ParamsError
+from rocm_release.tasks.params import retention_params
+from rocm_release.tasks.retention import retention_settings
 
 CONFIG = load_config()
 DEFAULTS = {name: param.value for name, param in retention_params(CONFIG).items()}
@@ -41,5 +42,5 @@ def test_keep_commits_overrides_the_config_for_one_run() -> None:
                                          ({"dry_run": "maybe"}, "dry_run"),
                                          ({"keep": 3}, "unknown param")])
 def test_bad_params_fail_naming_the_param(conf: dict[str, Any], named: str) -> None:
-    with pytest.raises(AirflowFailException, match=named):
+    with pytest.raises(ParamsError, match=named):
         retention_settings(context("manual", conf), CONFIG)

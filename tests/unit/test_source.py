@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from rocm_release.config import REPO_ROOT, load_config
-from rocm_release.plan import base_key
-from rocm_release.source import GitMirror, SourceError, mirror_dir_name, redact
+from rocm_release.adapters.config_file import REPO_ROOT, load_config
+from rocm_release.adapters.git import GitMirror, SourceError, mirror_dir_name
+from rocm_release.core.names import redact
+from rocm_release.core.plan import base_key
 
 MAKE_HISTORY = REPO_ROOT / "include" / "demo" / "make_history.py"
 DEMO_TREE = REPO_ROOT / "include" / "demo" / "tinyllm"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from botocore.exceptions import ClientError
 
-from rocm_release.wheels.store import FatalStoreError, TransientStoreError, classify
+from rocm_release.adapters.store import FatalStoreError, TransientStoreError, classify
 
 
 def _client_error(code: str, status: int) -> ClientError:

@@ -1,0 +1,358 @@
+"""Retention's I/O: listing the repositories and the wheel store, reading base labels, deleting.
+
+The rules live in :mod:`rocm_release.core.retention` (pure: ``plan_retention`` decides on what is
+listed here). ``observe_retention``/``read_base_use`` list and read through injected clients;
+``read_guard`` reads the nightly aliases again just before deleting; ``apply_retention`` deletes:
+tags in the public repository first, then wheel folders, the cache repository last (a commit's push
+times live there, so an interrupted run still knows how old the leftovers are). Registries are used
+only through :class:`~rocm_release.core.registry.ImageRegistry`. Nothing here imports Airflow.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from rocm_release.adapters.store import classify
+from rocm_release.adapters.wheels_publish import read_published
+from rocm_release.core.config import ReleaseConfig
+from rocm_release.core.frozen import Frozen
+from rocm_release.core.names import SHA_RE
+from rocm_release.core.plan import LABEL_BASE_DIGEST, LABEL_BASE_KEY, public_tag
+from rocm_release.core.registry import ImageRegistry
+from rocm_release.core.retention import (
+    BASE_KINDS,
+    NIGHTLY_FOLDER,
+    BaseUse,
+    ImageToInspect,
+    Repository,
+    RepositoryTags,
+    RetentionDecision,
+    RetentionInputs,
+    Role,
+    WheelFolder,
+    commits_without_push_time,
+)
+
+Log = Callable[[str], None]
+
+
+# --------------------------------------------------------------------------- observing (I/O, injected clients)
+
+
+class FolderStore(Protocol):
+    """What retention uses of an ObjectStoragePath: its fsspec filesystem and path, and ``/``."""
+
+    @property
+    def fs(self) -> Any: ...
+
+    @property
+    def path(self) -> str: ...
+
+    def __truediv__(self, other: str) -> Any: ...
+
+
+@dataclass
+class CallCount:
+    """Calls retention made, by kind (for the log and the report)."""
+
+    counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def add(self, what: str, n: int = 1) -> None:
+        self.counts[what] += n
+
+    def __str__(self) -> str:
+        return ", ".join(f"{k}: {v}" for k, v in sorted(self.counts.items())) or "none"
+
+
+def list_repository(registry: ImageRegistry, repository: str, roles: tuple[Role, ...], *,
+                    push_times: bool) -> RepositoryTags:
+    """Every tag of a repository. An OCI registry reads push times (each image config's ``created``,
+    one manifest GET per tag and one blob GET per config) only when ``push_times``; otherwise one
+    HEAD per tag. ECR always has them (``imagePushedAt``, one DescribeImages per 1,000 images)."""
+    tags = tuple(registry.list_tags(repository, with_push_times=push_times))
+    repo = Repository(registry.name, repository, roles, registry.deletes_by_digest)
+    return RepositoryTags(repo, tags)
+
+
+def _entries(store: FolderStore, path: str, where: str) -> list[dict[str, Any]]:
+    try:
+        listed = store.fs.ls(path, detail=True)
+    except FileNotFoundError:
+        return []
+    except Exception as exc:  # noqa: BLE001 - classified: an outage is transient, refused credentials fatal
+        raise classify(exc, where) from exc
+    return [e for e in listed if isinstance(e, dict)]
+
+
+def _basename(entry: Mapping[str, Any]) -> str:
+    return str(entry.get("name", "")).rstrip("/").rsplit("/", 1)[-1]
+
+
+def _newest_file_time(store: FolderStore, path: str, where: str) -> datetime | None:
+    """The newest modification time of any file under ``path`` (one recursive listing)."""
+    try:
+        found = store.fs.find(path, detail=True)
+    except FileNotFoundError:
+        return None
+    except Exception as exc:  # noqa: BLE001 - see _entries
+        raise classify(exc, where) from exc
+    newest: datetime | None = None
+    for info in found.values():
+        when = info.get("LastModified") or info.get("mtime") or info.get("created")
+        if isinstance(when, int | float):
+            when = datetime.fromtimestamp(when, tz=UTC)
+        if isinstance(when, datetime):
+            when = when if when.tzinfo else when.replace(tzinfo=UTC)
+            newest = when if newest is None or when > newest else newest
+    return newest
+
+
+def read_nightly_folders(store: FolderStore, store_url: str, calls: CallCount) -> dict[str, str | None]:
+    """Every ``<store>/nightly/<name>/`` alias (configured variant or not) → the commit its index names.
+
+    An alias whose index cannot be read fails the run (IndexPageError): retention cannot tell what it
+    protects, so it deletes nothing.
+    """
+    root = store.path.rstrip("/")
+    calls.add("store list")
+    aliases = [_basename(e) for e in _entries(store, f"{root}/{NIGHTLY_FOLDER}", f"{store_url}/{NIGHTLY_FOLDER}/")
+               if e.get("type") == "directory"]
+    found: dict[str, str | None] = {}
+    for name in sorted(aliases):
+        where = f"{store_url.rstrip('/')}/{NIGHTLY_FOLDER}/{name}/"
+        publication = read_published(store / NIGHTLY_FOLDER / name, where)
+        calls.add("store read", 1 + (len(publication.projects) if publication else 0))
+        found[name] = publication.commit if publication else None
+    return found
+
+
+def _list_repositories(config: ReleaseConfig, cache: ImageRegistry, public: ImageRegistry) -> list[RepositoryTags]:
+    """The cache repository with push times, and the public one (unless it is the same repository)."""
+    cache_cfg, public_cfg = config.cache_registry, config.public_registry
+    if (cache_cfg.host, cache_cfg.repository) == (public_cfg.host, public_cfg.repository):
+        return [list_repository(cache, cache_cfg.repository, ("cache", "public"), push_times=True)]
+    return [list_repository(cache, cache_cfg.repository, ("cache",), push_times=True),
+            list_repository(public, public_cfg.repository, ("public",), push_times=False)]
+
+
+def _dated_folders(folders: Sequence[WheelFolder], undated: set[str], store: FolderStore, store_url: str,
+                   calls: CallCount) -> tuple[WheelFolder, ...]:
+    """``folders`` with the newest file time of each ``undated`` one (one recursive listing each)."""
+    root = store.path.rstrip("/")
+    dated = []
+    for folder in folders:
+        when = None
+        if folder.name in undated:
+            calls.add("store list")
+            when = _newest_file_time(store, f"{root}/{folder.name}", f"{store_url}/{folder.name}/")
+        dated.append(WheelFolder(folder.name, when))
+    return tuple(dated)
+
+
+def observe_retention(
+    config: ReleaseConfig,
+    *,
+    cache: ImageRegistry,
+    public: ImageRegistry,
+    store: FolderStore,
+    keep_commits: int,
+    log: Log,
+    calls: CallCount | None = None,
+) -> RetentionInputs:
+    """List both repositories, the store's folders and its nightly aliases; read folder times only for
+    commits that no tag dates.
+
+    Push times come from the cache registry (and from the public one when it is ECR, where they are
+    free). An OCI public registry (Docker Hub) is listed with one HEAD per tag: a manifest GET per tag
+    would count against its pull rate limit.
+    """
+    calls = calls if calls is not None else CallCount()
+    repositories = _list_repositories(config, cache, public)
+    for r in repositories:
+        log(f"{r.repository.location}: {len(r.tags)} tags listed")
+    store_url = config.wheel_store.url.rstrip("/")
+    root = store.path.rstrip("/")
+    calls.add("store list")
+    folders = [_basename(e) for e in _entries(store, root, store_url + "/") if e.get("type") == "directory"]
+    nightly = read_nightly_folders(store, store_url, calls) if NIGHTLY_FOLDER in folders else {}
+    inputs = RetentionInputs(
+        repositories=tuple(repositories),
+        wheel_folders=tuple(WheelFolder(name) for name in sorted(folders)),
+        store_url=store_url,
+        keep_commits=keep_commits,
+        variants=tuple(v.name for v in config.variants),
+        public_tags=config.public_tags,
+        nightly_folders=nightly,
+    )
+    undated = commits_without_push_time(inputs) & set(folders)
+    if undated:
+        log(f"{len(undated)} commit folder(s) have no tag with a push time: reading their file times")
+        inputs = replace(inputs, wheel_folders=_dated_folders(inputs.wheel_folders, undated, store, store_url, calls))
+    log(f"{store_url}/: {len(folders)} folders; nightly aliases: "
+        + (", ".join(f"{k} → {v}" for k, v in sorted(nightly.items())) or "none"))
+    return inputs
+
+
+def read_base_use(registry: ImageRegistry, images: Sequence[ImageToInspect], log: Log,
+                  calls: CallCount | None = None) -> dict[str, BaseUse | None]:
+    """The base labels of each image (one ``labels`` read per distinct digest).
+
+    An image that vanished since it was listed names no base (None): every base of its variant is
+    then kept. Registry errors propagate: without the labels nothing about bases can be decided.
+    """
+    found: dict[str, BaseUse | None] = {}
+    for image in images:
+        if image.digest in found:
+            continue
+        if calls is not None:
+            calls.add("label read")
+        try:
+            labels = registry.labels(image.repository, image.digest)
+        except LookupError as exc:
+            log(f"{image.location}:{image.tag}: gone since listing ({exc}); its variant keeps every base")
+            found[image.digest] = None
+            continue
+        key, digest = labels.get(LABEL_BASE_KEY), labels.get(LABEL_BASE_DIGEST)
+        found[image.digest] = BaseUse(key, digest) if key or digest else None
+    return found
+
+
+# --------------------------------------------------------------------------- applying
+
+
+class Applied(Frozen):
+    """What ``apply_retention`` did."""
+
+    tags_deleted: dict[str, int]
+    folders_deleted: int
+    skipped: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Guard:
+    """What the nightly aliases point to *now*, read again just before deleting."""
+
+    commits: frozenset[str]
+    digests: frozenset[str]
+
+
+def read_guard(config: ReleaseConfig, *, public: ImageRegistry, store: FolderStore) -> Guard:
+    """The nightly aliases as they are now: the public alias tags' digests and the alias folders' commits.
+
+    One lookup per alias tag (two per variant) and a few small reads per alias folder.
+    """
+    digests: set[str] = set()
+    for v in config.variants:
+        for pattern in (config.public_tags.nightly, config.public_tags.base_nightly):
+            found = public.lookup(config.public_registry.repository, public_tag(pattern, variant=v.name, commit=""))
+            if found.present and found.digest:
+                digests.add(found.digest)
+    commits = {c for c in read_nightly_folders(store, config.wheel_store.url, CallCount()).values() if c}
+    return Guard(frozenset(commits), frozenset(digests))
+
+
+def delete_wheel_folder(store: FolderStore, store_url: str, name: str) -> bool:
+    """``rm -r <store>/<commit>/``: only ever a commit folder, never ``nightly/`` or the root.
+
+    True when deleted, False when it was already gone.
+    """
+    if not SHA_RE.match(name):
+        raise ValueError(f"refusing to delete {name!r}: only <store>/<40-hex commit>/ folders are deleted")
+    path = f"{store.path.rstrip('/')}/{name}"
+    where = f"{store_url.rstrip('/')}/{name}/"
+    try:
+        store.fs.rm(path, recursive=True)
+    except FileNotFoundError:
+        return False
+    except Exception as exc:  # noqa: BLE001 - classified like every store error
+        raise classify(exc, where) from exc
+    return True
+
+
+def _protected_now(deletions: Sequence[RetentionDecision], guard: Guard) -> set[str]:
+    """The commits an alias names now: the alias folders', and those whose release image an alias points to."""
+    protected = set(guard.commits)
+    for d in deletions:
+        if d.kind in ("release", "nightly_commit") and d.digest in guard.digests and d.commit:
+            protected.add(d.commit)
+    return protected
+
+
+def _unguarded(deletions: Sequence[RetentionDecision], guard: Guard | None,
+               log: Log) -> tuple[list[RetentionDecision], list[str]]:
+    """(what may still go, the references skipped because a nightly alias points to them now)."""
+    skipped: list[str] = []
+    todo: list[RetentionDecision] = []
+    protected_commits = _protected_now(deletions, guard) if guard else set()
+    for d in deletions:
+        if d.action != "delete":
+            raise ValueError(f"apply_retention got a {d.action!r} decision for {d.reference}")
+        # A base the alias points to now stays; a per-commit tag follows its commit (on ECR an old
+        # ``base-nightly-<commit>-<variant>`` tag may go although its image stays under the alias).
+        if guard and (d.commit in protected_commits or (d.kind in BASE_KINDS and d.digest in guard.digests)):
+            skipped.append(d.reference)
+            log(f"SKIP {d.reference}: a nightly alias points to it now (it did not when planned)")
+            continue
+        todo.append(d)
+    return todo, skipped
+
+
+def _tags_by_location(todo: Sequence[RetentionDecision]) -> dict[str, list[str]]:
+    by_location: dict[str, list[str]] = defaultdict(list)
+    for d in todo:
+        if d.target == "tag":
+            by_location[d.location].append(d.name)
+    return by_location
+
+
+def _delete_tags(targets: Mapping[str, tuple[ImageRegistry, str]], location: str, names: list[str],
+                 log: Log) -> int:
+    if location not in targets:
+        raise ValueError(f"no registry client for {location}")
+    registry, repository = targets[location]
+    log(f"{location}: deleting {len(names)} tags")
+    registry.delete_tags(repository, names)
+    return len(names)
+
+
+def _delete_folders(todo: Sequence[RetentionDecision], store: FolderStore, store_url: str, log: Log) -> int:
+    folders = 0
+    for d in todo:
+        if d.target == "folder":
+            gone = delete_wheel_folder(store, store_url, d.name)
+            folders += 1
+            log(f"{d.reference}: {'deleted' if gone else 'already gone'}")
+    return folders
+
+
+def apply_retention(
+    deletions: Sequence[RetentionDecision],
+    *,
+    targets: Mapping[str, tuple[ImageRegistry, str]],
+    cache_location: str,
+    store: FolderStore,
+    store_url: str,
+    log: Log,
+    guard: Guard | None = None,
+) -> Applied:
+    """Delete what the plan says: other repositories' tags first, then wheel folders, the cache last.
+
+    ``targets``: location (``host/repo``) → (client, repository). ECR deletes in batches of at most 100
+    tags per call; an OCI registry deletes by digest and refuses (TagDeletionRefused, nothing deleted)
+    when a tag outside the set shares a doomed digest. ``guard`` (the aliases read again now) drops any
+    deletion that a nightly alias has come to point to since the plan; an already-deleted tag or folder
+    counts as done, so a retry converges.
+    """
+    todo, skipped = _unguarded(deletions, guard, log)
+    by_location = _tags_by_location(todo)
+    deleted: dict[str, int] = {}
+    for location in [loc for loc in by_location if loc != cache_location]:
+        deleted[location] = _delete_tags(targets, location, by_location[location], log)
+    folders = _delete_folders(todo, store, store_url, log)
+    if cache_location in by_location:
+        deleted[cache_location] = _delete_tags(targets, cache_location, by_location[cache_location], log)
+    return Applied(tags_deleted=deleted, folders_deleted=folders, skipped=tuple(skipped))

@@ -1,0 +1,266 @@
+"""One function per task of the nightly DAG: the adapters combined, configured from the plan.
+
+The Airflow layer reads its inputs (the plan, upstream XComs) and calls one of these. Every
+client is built from ``plan.config`` — the config ``resolve_release`` read — so a worker whose
+config file differs from the scheduler's still uses the registries and connections the plan names.
+Credentials come from Airflow connections (``adapters.registry.clients``, ``adapters.store``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from rocm_release.adapters import observe
+from rocm_release.adapters.docker_build import build_stage, docker_session
+from rocm_release.adapters.git import GitMirror, SourceError
+from rocm_release.adapters.images import PushedImages, alias_state, digest_of, ensure_tag, push_images
+from rocm_release.adapters.registry.clients import blob_registry_for, registry_for, registry_for_reference
+from rocm_release.adapters.store import observe_published, store_root
+from rocm_release.adapters.wheel_retag import retag_platform
+from rocm_release.adapters.wheels_image import file_sink, read_dist
+from rocm_release.adapters.wheels_publish import PublishedFile, promote_index, publish_wheels, read_published
+from rocm_release.core.build_commands import BuildError, Stage, StageInputs
+from rocm_release.core.config import ReleaseConfig, Variant
+from rocm_release.core.decision import Observation
+from rocm_release.core.errors import FatalError
+from rocm_release.core.params import ReleaseParams
+from rocm_release.core.plan import ReleasePlan, RunKind, VariantPlan, make_plan
+from rocm_release.core.promotion import forwards, may_promote
+from rocm_release.core.report import to_json
+from rocm_release.core.task_ids import Artifact
+
+Log = Callable[[str], None]
+CACHE_ENV = "ROCM_NIGHTLY_CACHE_DIR"
+
+
+class ParentImageMissing(LookupError, FatalError):
+    """A configured parent image does not exist in its registry."""
+
+
+def cache_dir() -> Path:
+    """This host's cache folder (git mirrors): ``$ROCM_NIGHTLY_CACHE_DIR`` or ``~/.cache/rocm-nightly``."""
+    named = os.environ.get(CACHE_ENV)
+    return Path(named) if named else Path.home() / ".cache" / "rocm-nightly"
+
+
+def _mirror(url: str) -> GitMirror:
+    """This host's mirror of ``url``, fetched now."""
+    mirror = GitMirror(url, cache_dir() / "git")
+    mirror.update()
+    return mirror
+
+
+# --------------------------------------------------------------------------- resolve_release
+
+
+def resolve_parents(config: ReleaseConfig, variants: Iterable[Variant]) -> dict[str, str]:
+    """Each configured parent reference → the same reference pinned by digest (``ref@sha256:…``)."""
+    known = [config.cache_registry, config.public_registry]
+    parents: dict[str, str] = {}
+    for variant in variants:
+        ref = variant.parent_image or config.project.parent_image
+        if ref in parents:
+            continue
+        registry, repo, tag, digest = registry_for_reference(ref, known)
+        if digest is None:
+            found = registry.lookup(repo, tag or "latest")
+            if not found.present:
+                raise ParentImageMissing(f"parent image {ref} does not exist: {found.reason}")
+            digest = found.digest
+        # "host/repo:tag@sha256:…": docker pulls by the digest; the tag stays for people.
+        parents[ref] = ref if "@" in ref else f"{ref}@{digest}"
+    return parents
+
+
+def resolve_plan(config: ReleaseConfig, *, params: ReleaseParams, run_kind: RunKind, as_of: datetime) -> ReleasePlan:
+    """The commit (the named one, or the branch tip as of ``as_of``), its base inputs, the parents → the plan."""
+    mirror = _mirror(config.project.git_url)
+    if params.commit:
+        commit = mirror.resolve(params.commit)
+    else:
+        commit = mirror.tip_as_of(config.project.branch, as_of)
+    files = {path: mirror.read_file(commit, path) for path in config.project.base_inputs}
+    return make_plan(
+        config, commit=commit, run_kind=run_kind, as_of=as_of, params=params,
+        base_dockerfile=mirror.read_file(commit, config.project.base_dockerfile), base_inputs=files,
+        parent_images=resolve_parents(config, config.variants), commit_time=mirror.commit_time(commit),
+    )
+
+
+# --------------------------------------------------------------------------- sensors
+
+
+def observe_artifact(plan: ReleasePlan, v: VariantPlan, artifact: Artifact) -> Observation:
+    """One definitive answer about one artifact; Transient*/Fatal* errors escape (never "absent")."""
+    config = plan.config
+    if artifact == "wheels_published":
+        return observe_published(store_root(v.wheels_url, config.wheel_store.connection_id), v.wheels_url)
+    if artifact == "wheels_image":
+        # Verifying SHA256SUMS reads the /dist layers: a client that streams blobs.
+        return observe.observe_wheels_image(blob_registry_for(config.cache_registry), plan, v)
+    if artifact == "base_image":
+        return observe.observe_base(registry_for(config.cache_registry), plan, v)
+    return observe.observe_release_image(registry_for(config.cache_registry), plan, v)
+
+
+# --------------------------------------------------------------------------- builds
+
+
+def _docker_host(config: ReleaseConfig) -> str | None:
+    """The daemon: the docker connection's host when configured, else ``$DOCKER_HOST`` (or docker's default)."""
+    if not config.build.docker_conn_id:
+        return os.environ.get("DOCKER_HOST")
+    from airflow.sdk import BaseHook
+
+    return str(BaseHook.get_connection(config.build.docker_conn_id).host)
+
+
+class MissingSecret(BuildError, FatalError):
+    """A build secret's connection has no value."""
+
+
+@contextmanager
+def _secret_files(secret_ids: Iterable[str], folder: Path) -> Iterator[dict[str, Path]]:
+    """Each build secret's value (the password of the Airflow connection of the same id) in a 0600 file,
+    removed when the build ends. Values never reach build args, labels, logs or image history."""
+    from airflow.sdk import BaseHook
+
+    files: dict[str, Path] = {}
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        for secret_id in secret_ids:
+            path = folder / secret_id
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            value = BaseHook.get_connection(secret_id).password
+            if not value:
+                os.close(fd)
+                raise MissingSecret(f"build secret {secret_id!r}: its connection has no password (the value)")
+            with os.fdopen(fd, "w") as out:
+                out.write(value)
+            files[secret_id] = path
+        yield files
+    finally:
+        for path in files.values():
+            path.unlink(missing_ok=True)
+
+
+def build_variant_stage(plan: ReleasePlan, v: VariantPlan, stage: Stage, *, run_id: str,
+                        base_ref: str | None, log: Log) -> dict[str, str]:
+    """Export the source at the commit, build one stage, push it; kind → ``repo@sha256:…``."""
+    config = plan.config
+    registry = registry_for(config.cache_registry)
+    needs_login = config.cache_registry.kind == "ecr" or config.cache_registry.connection_id is not None
+    logins = [registry.login_credentials()] if needs_login else []
+    with tempfile.TemporaryDirectory(prefix="rocm-nightly-build-") as tmp, \
+            _secret_files(config.build.secrets, Path(tmp) / "secrets") as secrets, \
+            docker_session(_docker_host(config), logins) as env:
+        source = Path(tmp) / "src"
+        _mirror(plan.git_url).export(plan.commit, source)
+        inputs = StageInputs(
+            context=source, base_dockerfile=config.project.base_dockerfile, dockerfile=config.project.dockerfile,
+            targets=config.project.targets.model_dump(), network=config.build.network, run_id=run_id,
+            secrets=secrets, base_digest=None if stage == "base" or base_ref is None else digest_of(base_ref),
+        )
+        return build_stage(plan=plan, v=v, stage=stage, inputs=inputs, registry=registry, env=env, log=log)
+
+
+# --------------------------------------------------------------------------- publishing
+
+
+def push_variant_images(plan: ReleasePlan, v: VariantPlan, refs: dict[str, str], log: Log) -> PushedImages:
+    """Cache tags on the four digests, then the release and base images copied to the public registry."""
+    config = plan.config
+    return push_images(
+        plan=plan, v=v, refs=refs, cache=registry_for(config.cache_registry),
+        cache_blobs=blob_registry_for(config.cache_registry), public=blob_registry_for(config.public_registry),
+        log=log,
+    )
+
+
+def publish_variant_wheels(plan: ReleasePlan, v: VariantPlan, refs: Mapping[str, str],
+                           log: Log) -> list[PublishedFile]:
+    """/dist of the project and base wheels images → verified, platform-retagged, uploaded, index last."""
+    registry = blob_registry_for(plan.config.cache_registry)
+    with tempfile.TemporaryDirectory(prefix="rocm-nightly-wheels-") as tmp:
+        raw, tagged = Path(tmp) / "raw", Path(tmp) / "tagged"
+        raw.mkdir()
+        tagged.mkdir()
+        for kind in ("wheels", "base_wheels"):
+            files = read_dist(registry, plan.cache_repository, digest_of(refs[kind]), sink=file_sink(raw))
+            log(f"{v.name} {kind}: verified {', '.join(f.name for f in files)}")
+        wheels = [retag_platform(p, v.variant.platform_tag, tagged) for p in sorted(raw.glob("*.whl"))]
+        folder = store_root(v.wheels_url, plan.config.wheel_store.connection_id)
+        return publish_wheels(wheels, folder, v.wheels_url, log)
+
+
+def promote_variant(plan: ReleasePlan, v: VariantPlan, digests: Mapping[str, str], log: Log) -> dict[str, Any]:
+    """Move the nightly aliases (public image tags, ``nightly/<variant>/``) if this run may, only forwards."""
+    allowed = may_promote(plan)
+    if not allowed.move:
+        log(f"{v.name}: not promoting: {allowed.why}")
+        return {"promoted": False, "why": allowed.why}
+    config = plan.config
+    mirror = _mirror(plan.git_url)
+
+    def commit_time(sha: str) -> datetime | None:
+        try:
+            return mirror.commit_time(sha)
+        except SourceError:
+            return None
+
+    def is_ancestor(old: str, new: str) -> bool:
+        try:
+            return mirror.is_ancestor(old, new)
+        except SourceError:
+            return False
+
+    public = registry_for(config.public_registry)
+    image_alias = alias_state(public, plan.public_repository, v.public_tags.nightly)
+    images = forwards(image_alias.commit, plan.commit, is_ancestor=is_ancestor, commit_time=commit_time)
+    log(f"{v.name} images: {images.why}")
+    if images.move:
+        ensure_tag(public, plan.public_repository, v.public_tags.nightly, digests["release"], log)
+        ensure_tag(public, plan.public_repository, v.public_tags.base_nightly, digests["base"], log)
+    alias = store_root(v.nightly_wheels_url, config.wheel_store.connection_id)
+    current = read_published(alias, v.nightly_wheels_url)
+    wheels = forwards(current.commit if current else None, plan.commit, is_ancestor=is_ancestor,
+                      commit_time=commit_time)
+    log(f"{v.name} wheels: {wheels.why}")
+    if wheels.move:
+        promote_index(store_root(v.wheels_url, config.wheel_store.connection_id), v.wheels_url, alias,
+                      v.nightly_wheels_url, commit=plan.commit, variant=v.name, log=log)
+    result: dict[str, Any] = {"promoted": images.move or wheels.move,
+                              "why": f"images: {images.why}; wheels: {wheels.why}"}
+    if images.move:
+        result["images"] = True
+    if wheels.move:
+        result["wheels"] = True
+    return result
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def image_sizes(plan: ReleasePlan, digests: Mapping[str, str]) -> dict[str, int]:
+    """Compressed size of each image: the sum of its config and layer sizes from the manifest."""
+    registry = registry_for(plan.config.cache_registry)
+    sizes = {}
+    for kind, digest in digests.items():
+        doc = json.loads(registry.manifest(plan.cache_repository, digest).raw)
+        sizes[kind] = int(doc.get("config", {}).get("size", 0)) + sum(int(x.get("size", 0))
+                                                                       for x in doc.get("layers", []))
+    return sizes
+
+
+def store_report(plan: ReleasePlan, report: dict[str, Any], markdown: str) -> None:
+    """``<store>/<commit>/RELEASE.md`` and ``RELEASE.json``."""
+    folder = store_root(f"{plan.store_url}/{plan.commit}/", plan.config.wheel_store.connection_id)
+    (folder / "RELEASE.json").write_text(to_json(report))  # type: ignore[attr-defined]
+    (folder / "RELEASE.md").write_text(markdown)  # type: ignore[attr-defined]

@@ -1,0 +1,498 @@
+"""Publishing wheels behind a PEP 503 index, and pointing the nightly alias at a publication.
+
+The rule every step keeps: **a reader never sees an index page that links a
+missing file, or a file whose bytes differ from the sha256 in its link.**
+
+* Wheels go up first, each written atomically where the store allows it
+  (``file://``: a temporary name in the same folder, then a rename; ``s3://``:
+  one PUT, or a multipart upload, is atomic — the object appears whole or
+  not at all). A wheel already there with the same sha256 is not uploaded
+  again; re-tagging is deterministic, so a re-run uploads nothing.
+* A wheel there with *different* bytes is only overwritten after the pages
+  that could link it are deleted (the root ``index.html`` first): for a
+  moment the folder reads as "not published", never as inconsistent.
+* Pages are written only after every uploaded file has been read back and
+  its sha256 checked: project pages first, the root ``index.html`` last.
+
+The nightly alias (``<store>/nightly/<variant>/``) holds pages only. Its links
+point at the per-commit files (relative ``../../../<commit>/<variant>/<file>``,
+or absolute under a public URL); no wheel bytes are copied. Its root page
+names the commit and variant in ``<meta name="rocm-nightly:…">`` tags, which
+``read_published`` parses back (promotion only moves forwards).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import html
+import posixpath
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol, runtime_checkable
+from urllib.parse import urlsplit
+
+from packaging.utils import canonicalize_name
+
+from rocm_release.adapters.store import (
+    FatalStoreError,
+    StoreError,
+    StorePath,
+    classify,
+    observe_published,
+    read_text_or_none,
+    sha256_or_none,
+)
+from rocm_release.adapters.wheel_retag import wheel_metadata
+from rocm_release.core.errors import FatalError
+from rocm_release.core.frozen import Frozen
+from rocm_release.core.index import (
+    IndexLink,
+    IndexPageError,
+    parse_project_list,
+    parse_project_page,
+    project_list,
+    project_page,
+    wheel_href,
+)
+
+Log = Callable[[str], None]
+
+INDEX = "index.html"
+CHUNK = 1 << 20
+META_PREFIX = "rocm-nightly:"
+LOCAL_PROTOCOLS = frozenset({"file", "local"})
+
+
+@runtime_checkable
+class WritableStorePath(StorePath, Protocol):
+    """A StorePath that can also be written: ObjectStoragePath and pathlib.Path both are."""
+
+    def __truediv__(self, other: str) -> WritableStorePath: ...
+
+    def unlink(self, missing_ok: bool = False) -> None: ...
+
+    def rename(self, target: Any) -> Any: ...
+
+    def mkdir(self, mode: int = 0o777, parents: bool = False, exist_ok: bool = False) -> None: ...
+
+
+class UploadMismatch(FatalStoreError):
+    """A file read back after upload does not have the bytes we sent (another writer, or corruption)."""
+
+
+class NotPublished(RuntimeError, FatalError):
+    """Promotion was asked to point at a folder that is not a complete, verified publication."""
+
+
+class PublishedFile(Frozen):
+    """One wheel of a publication, as the index offers it."""
+
+    filename: str
+    sha256: str
+    size: int
+    project: str
+    version: str
+    requires_python: str | None
+    uploaded: bool
+
+
+class PublishedLink(Frozen):
+    """One link of a published folder's index, as a reader finds it."""
+
+    project: str
+    filename: str
+    sha256: str
+    href: str
+    requires_python: str | None = None
+
+
+class Publication(Frozen):
+    """What a folder's index links; ``commit``/``variant``/``source`` are set on alias pages."""
+
+    projects: tuple[str, ...]
+    links: tuple[PublishedLink, ...]
+    commit: str | None = None
+    variant: str | None = None
+    source: str | None = None
+
+
+# --------------------------------------------------------------------------- publishing
+
+
+def publish_wheels(wheels: Sequence[Path], folder: StorePath, where: str, log: Log) -> list[PublishedFile]:
+    """Upload ``wheels`` to ``folder`` (skipping those already there) and write its PEP 503 index last.
+
+    ``where`` names the folder in messages (its URL). Returns one PublishedFile
+    per wheel, in input order, ``uploaded`` telling whether bytes moved. Store
+    errors are raised classified (TransientStoreError/FatalStoreError); a file
+    that reads back with other bytes than sent raises UploadMismatch. An
+    interrupted call leaves the folder either as it was, or reading as not
+    published; calling again completes it. Bad input (no wheels, one file name
+    twice, a wheel whose metadata disagrees with its name) raises ValueError
+    before anything is written.
+    """
+    where = _slash(where)
+    store = _writable(folder, where)
+    local = _wheels_to_publish(wheels, where)
+    upload, changed = _compare_with_store(store, local, where, log)
+    if changed:
+        _withdraw_pages(store, where, {w.project for w in changed}, log)
+    _upload(store, upload, where, log)
+    # Every uploaded file is read back before any page links it. A skipped file was verified by the
+    # very read that found it there, moments ago, so it is not downloaded a second time.
+    _verify_uploads(store, upload, where)
+    by_project = _index_links(local)
+    _write_pages(store, where, by_project, project_list(sorted(by_project)), log)
+    uploaded = {w.filename for w in upload}
+    return [PublishedFile(filename=w.filename, sha256=w.sha256, size=w.size, project=w.project, version=w.version,
+                          requires_python=w.requires_python, uploaded=w.filename in uploaded) for w in local]
+
+
+def _wheels_to_publish(wheels: Sequence[Path], where: str) -> list[_LocalWheel]:
+    """Each wheel's name, sha256 and metadata; ValueError for none at all or one file name twice."""
+    local = [_describe(path) for path in wheels]
+    if not local:
+        raise ValueError(f"{where}: no wheels to publish")
+    names = [w.filename for w in local]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"{where}: the wheels to publish name {duplicates} more than once")
+    return local
+
+
+def _compare_with_store(store: WritableStorePath, local: Sequence[_LocalWheel], where: str,
+                        log: Log) -> tuple[list[_LocalWheel], list[_LocalWheel]]:
+    """(what to upload: missing or different, in input order; the different ones). Same sha256: skipped."""
+    upload: list[_LocalWheel] = []
+    changed: list[_LocalWheel] = []
+    for wheel in local:
+        there = sha256_or_none(store / wheel.filename, where + wheel.filename)
+        if there == wheel.sha256:
+            log(f"{where}{wheel.filename}: already there with sha256 {wheel.sha256}, not uploaded")
+            continue
+        if there is not None:
+            log(f"{where}{wheel.filename}: there with sha256 {there}, ours is {wheel.sha256}: replacing it")
+            changed.append(wheel)
+        upload.append(wheel)
+    return upload, changed
+
+
+def _upload(store: WritableStorePath, upload: Sequence[_LocalWheel], where: str, log: Log) -> None:
+    for wheel in upload:
+        with wheel.path.open("rb") as source:
+            _write_atomic(store, (wheel.filename,), _chunks(source), where)
+        log(f"{where}{wheel.filename}: uploaded ({wheel.size} bytes, sha256 {wheel.sha256})")
+
+
+def _verify_uploads(store: WritableStorePath, upload: Sequence[_LocalWheel], where: str) -> None:
+    """UploadMismatch unless every uploaded file reads back with the sha256 we sent."""
+    for wheel in upload:
+        actual = sha256_or_none(store / wheel.filename, where + wheel.filename)
+        if actual != wheel.sha256:
+            raise UploadMismatch(
+                f"{where}{wheel.filename}: reads back as {actual or 'missing'} after upload, sent {wheel.sha256}; "
+                "is another task publishing this folder?"
+            )
+
+
+def _index_links(local: Sequence[_LocalWheel]) -> dict[str, list[IndexLink]]:
+    """Project → the links of its page (``../<file>``), in input order."""
+    by_project: dict[str, list[IndexLink]] = {}
+    for wheel in local:
+        by_project.setdefault(wheel.project, []).append(IndexLink(
+            href=wheel_href("../", wheel.filename), filename=wheel.filename, sha256=wheel.sha256,
+            requires_python=wheel.requires_python))
+    return by_project
+
+
+def promote_index(
+    source_folder: StorePath,
+    source_url: str,
+    alias_folder: StorePath,
+    alias_url: str,
+    *,
+    commit: str,
+    variant: str,
+    log: Log,
+    source_public_url: str | None = None,
+) -> Publication:
+    """Point the alias folder (``<store>/nightly/<variant>/``) at the publication in ``source_folder``.
+
+    Writes pages only: project pages first, the root (naming ``commit`` and
+    ``variant``) last, then deletes alias pages of projects the new root no
+    longer lists. Links are relative from the alias page to the source file,
+    computed from the two URLs (same store), or ``source_public_url`` +
+    file name when given. Raises NotPublished unless the source is a
+    complete, verified publication (``observe_published``).
+
+    Deciding *whether* to move the alias (only forwards) is the caller's job;
+    ``read_published(alias)`` tells which commit it points at now.
+    """
+    source_url, alias_url = _slash(source_url), _slash(alias_url)
+    alias = _writable(alias_folder, alias_url)
+    observed = observe_published(source_folder, source_url)
+    if not observed.present:
+        raise NotPublished(f"refusing to point {alias_url} at {source_url}: {observed.reason}")
+    source = read_published(source_folder, source_url)
+    if source is None:  # published a moment ago, gone now: someone deletes it
+        raise NotPublished(f"refusing to point {alias_url} at {source_url}: its index vanished")
+    # Which pages to delete afterwards: the projects the current root lists (pages are not needed).
+    previous_root = read_text_or_none(alias / INDEX, alias_url + INDEX)
+    previous = {canonicalize_name(p) for p in parse_project_list(previous_root or "")}
+
+    by_project: dict[str, list[IndexLink]] = {project: [] for project in source.projects}
+    for link in source.links:
+        prefix = (
+            source_public_url.rstrip("/") + "/"
+            if source_public_url
+            else _relative_prefix(source_url, posixpath.join(alias_url, link.project))
+        )
+        by_project.setdefault(link.project, []).append(
+            IndexLink(
+                href=wheel_href(prefix, link.filename),
+                filename=link.filename,
+                sha256=link.sha256,
+                requires_python=link.requires_python,
+            )
+        )
+    root = _with_meta(
+        project_list(sorted(by_project)), {"commit": commit, "variant": variant, "source": source_url}
+    )
+    _write_pages(alias, alias_url, by_project, root, log)
+    stale = sorted(previous - set(by_project))
+    for project in stale:
+        _unlink(alias / project / INDEX, f"{alias_url}{project}/{INDEX}")
+        log(f"{alias_url}{project}/{INDEX}: deleted (no longer in {source_url})")
+    log(f"{alias_url} now points at {source_url} (commit {commit}, variant {variant})")
+    result = read_published(alias, alias_url)
+    assert result is not None  # just written
+    return result
+
+
+def read_published(folder: StorePath, where: str) -> Publication | None:
+    """What the index in ``folder`` links (None when it has no root index.html).
+
+    Reads pages only, never wheel bytes; whether the files are there is
+    ``observe_published``'s question. Raises IndexPageError when the root
+    lists a project whose page is missing or malformed.
+    """
+    where = _slash(where)
+    root = read_text_or_none(folder / INDEX, where + INDEX)
+    if root is None:
+        return None
+    projects = tuple(sorted({canonicalize_name(p) for p in parse_project_list(root)}))
+    links: list[PublishedLink] = []
+    for project in projects:
+        page = read_text_or_none(folder / project / INDEX, f"{where}{project}/{INDEX}")
+        if page is None:
+            raise IndexPageError(f"{where}{INDEX} lists {project!r}, but {where}{project}/{INDEX} is missing")
+        for link in parse_project_page(page):
+            links.append(
+                PublishedLink(
+                    project=project,
+                    filename=link.filename,
+                    sha256=link.sha256,
+                    href=link.href,
+                    requires_python=link.requires_python,
+                )
+            )
+    meta = _read_meta(root)
+    return Publication(
+        projects=projects,
+        links=tuple(links),
+        commit=meta.get("commit"),
+        variant=meta.get("variant"),
+        source=meta.get("source"),
+    )
+
+
+# --------------------------------------------------------------------------- internals
+
+
+class _LocalWheel(Frozen):
+    path: Path
+    filename: str
+    sha256: str
+    size: int
+    project: str
+    version: str
+    requires_python: str | None
+
+
+def _describe(path: Path) -> _LocalWheel:
+    meta = wheel_metadata(path)  # also refuses a wheel whose metadata disagrees with its name
+    digest, size = hashlib.sha256(), 0
+    with path.open("rb") as stream:
+        for chunk in _chunks(stream):
+            digest.update(chunk)
+            size += len(chunk)
+    return _LocalWheel(
+        path=path,
+        filename=path.name,
+        sha256=digest.hexdigest(),
+        size=size,
+        project=canonicalize_name(meta.name),
+        version=meta.version,
+        requires_python=meta.requires_python,
+    )
+
+
+def _writable(folder: StorePath, where: str) -> WritableStorePath:
+    if not isinstance(folder, WritableStorePath):
+        raise TypeError(f"{where}: {type(folder).__name__} cannot be written (needs unlink, rename and mkdir)")
+    return folder
+
+
+def _slash(url: str) -> str:
+    return url if url.endswith("/") else url + "/"
+
+
+def _is_local(folder: WritableStorePath) -> bool:
+    # pathlib.Path has no ``protocol``; ObjectStoragePath says "file" for file:// URLs.
+    return str(getattr(folder, "protocol", "file")) in LOCAL_PROTOCOLS
+
+
+def _chunks(stream: BinaryIO) -> Iterator[bytes]:
+    while chunk := stream.read(CHUNK):
+        yield chunk
+
+
+def _write_pages(
+    store: WritableStorePath, where: str, by_project: dict[str, list[IndexLink]], root: str, log: Log
+) -> None:
+    """Project pages first, the root last; a page already holding the same text is not rewritten."""
+    for project in sorted(by_project):
+        _write_text_if_changed(store, (project, INDEX), project_page(project, by_project[project]), where, log)
+    _write_text_if_changed(store, (INDEX,), root, where, log)
+
+
+def _write_text_if_changed(store: WritableStorePath, parts: tuple[str, ...], text: str, where: str, log: Log) -> None:
+    name = "/".join(parts)
+    target = store
+    for part in parts:
+        target = target / part
+    if read_text_or_none(target, where + name) == text:
+        return
+    _write_atomic(store, parts, [text.encode("utf-8")], where)
+    log(f"{where}{name}: written")
+
+
+def _withdraw_pages(store: WritableStorePath, where: str, projects: set[str], log: Log) -> None:
+    """Delete the root page, then the pages of ``projects``, before their files' bytes change."""
+    for parts in [(INDEX,), *((project, INDEX) for project in sorted(projects))]:
+        target = store
+        for part in parts:
+            target = target / part
+        name = "/".join(parts)
+        _unlink(target, where + name)
+        log(f"{where}{name}: deleted before replacing changed files")
+
+
+def _unlink(path: WritableStorePath, where: str) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return
+    except Exception as exc:  # noqa: BLE001 - classified, like every store error
+        raise classify(exc, where) from exc
+
+
+def _write_atomic(store: WritableStorePath, parts: tuple[str, ...], chunks: Iterable[bytes], where: str) -> None:
+    """Write ``store/<parts…>`` so that no reader ever sees part of it."""
+    name = "/".join(parts)
+    parent = store
+    for part in parts[:-1]:
+        parent = parent / part
+    final = parent / parts[-1]
+    try:
+        if _is_local(store):
+            # A rename within one folder replaces the old file in one step (POSIX rename).
+            parent.mkdir(parents=True, exist_ok=True)
+            temporary = parent / f".{parts[-1]}.{uuid.uuid4().hex}.part"
+            try:
+                with temporary.open("wb") as out:
+                    for chunk in chunks:
+                        out.write(chunk)
+                temporary.rename(final)
+            except BaseException:
+                temporary.unlink(missing_ok=True)
+                raise
+        else:
+            # Object stores make an object visible only when its upload completes.
+            out = final.open("wb")
+            try:
+                for chunk in chunks:
+                    out.write(chunk)
+            except BaseException:
+                _abandon(out)
+                raise
+            out.close()
+    except StoreError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - classified: an outage is transient, refused credentials fatal
+        raise classify(exc, where + name) from exc
+
+
+def _abandon(stream: Any) -> None:
+    """Drop a half-written object-store upload instead of committing it.
+
+    fsspec files commit whatever was buffered when they are closed, even on an
+    error (their ``__exit__`` and ``__del__`` call ``close``): discard the
+    upload (s3fs also aborts a started multipart upload) and mark the file
+    closed so that nothing is ever PUT.
+    """
+    discard = getattr(stream, "discard", None)
+    if not callable(discard):
+        return  # nothing to abort with; the read-back after uploading catches a partial file
+    discard()
+    inner = stream
+    # Airflow wraps fsspec files in a lineage tracker (``_obj``): the flag belongs on the file itself.
+    while "_obj" in getattr(inner, "__dict__", {}):
+        inner = inner.__dict__["_obj"]
+    with contextlib.suppress(AttributeError):
+        inner.closed = True
+
+
+def _relative_prefix(source_url: str, page_dir_url: str) -> str:
+    """The relative href prefix from a page in ``page_dir_url`` to files in ``source_url``."""
+    source, page = urlsplit(source_url), urlsplit(page_dir_url)
+    if (source.scheme, source.netloc) != (page.scheme, page.netloc):
+        raise ValueError(
+            f"{source_url} and {page_dir_url} are not in the same store: give source_public_url for absolute links"
+        )
+    relative = posixpath.relpath(source.path.rstrip("/") or "/", page.path.rstrip("/") or "/")
+    return relative.rstrip("/") + "/"
+
+
+def _with_meta(page: str, meta: dict[str, str]) -> str:
+    """Add ``<meta name="rocm-nightly:<key>" content="…">`` tags at the end of a page's head."""
+    if page.count("</head>") != 1:
+        raise ValueError("index page without exactly one </head>")
+    tags = "".join(
+        f'    <meta name="{META_PREFIX}{html.escape(key)}" content="{html.escape(value)}">\n'
+        for key, value in meta.items()
+    )
+    head_end = page.index("</head>")
+    line_start = page.rindex("\n", 0, head_end) + 1  # keep the page's indentation of </head>
+    return page[:line_start] + tags + page[line_start:]
+
+
+class _MetaTags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.meta: dict[str, str] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        name, content = values.get("name"), values.get("content")
+        if tag == "meta" and name and name.startswith(META_PREFIX) and content is not None:
+            self.meta[name[len(META_PREFIX):]] = content
+
+
+def _read_meta(page: str) -> dict[str, str]:
+    parser = _MetaTags()
+    parser.feed(page)
+    return parser.meta

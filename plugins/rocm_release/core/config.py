@@ -1,0 +1,240 @@
+"""The release configuration: a typed, validated model of one YAML document.
+
+``parse_config`` validates text; reading the file named by ``ROCM_NIGHTLY_CONFIG``
+is ``adapters.config_file.load_config``. Unknown keys are errors, and every error
+names the file, the field, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from rocm_release.core.errors import FatalError
+from rocm_release.core.frozen import Frozen
+from rocm_release.core.names import REPOSITORY_MAX, REPOSITORY_RE, TAG_RE
+
+NAME_RE = r"^[a-z][a-z0-9]{1,31}$"
+# Placeholders a public tag pattern may use, with the longest value each can take.
+TAG_FIELDS = {"variant": "v" * 32, "commit": "0" * 40}
+BUILD_ARG_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ARCH_RE = r"^gfx[0-9a-f]{3,4}[a-z0-9:+-]*$"
+
+
+class ConfigError(ValueError, FatalError):
+    """The config file cannot be used; the message names the file and every bad field."""
+
+
+class _Strict(Frozen):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class Targets(_Strict):
+    """Dockerfile targets: two in the base Dockerfile, two in the project Dockerfile."""
+
+    base: str = "base"
+    base_wheels: str = "base-wheels"
+    wheels: str = "wheels"
+    release: str = "release"
+
+
+def _check_build_args(value: dict[str, str]) -> dict[str, str]:
+    for key in value:
+        if not BUILD_ARG_RE.match(key):
+            raise ValueError(f"build arg name {key!r} is not an identifier ([A-Za-z_][A-Za-z0-9_]*)")
+    return value
+
+
+class Project(_Strict):
+    """The project being released and where its build inputs live in its source tree."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")]
+    git_url: Annotated[str, Field(min_length=1)]
+    branch: Annotated[str, Field(pattern=r"^[A-Za-z0-9._/-]+$")] = "main"
+    base_dockerfile: str
+    base_inputs: tuple[str, ...] = ()
+    dockerfile: str
+    parent_image: Annotated[str, Field(min_length=1)]
+    targets: Targets = Targets()
+    build_args: dict[str, str] = {}
+
+    _check_args = field_validator("build_args")(_check_build_args)
+
+    @field_validator("base_dockerfile", "dockerfile", "base_inputs")
+    @classmethod
+    def _relative_paths(cls, value: str | tuple[str, ...]) -> str | tuple[str, ...]:
+        for path in (value,) if isinstance(value, str) else value:
+            if not path or path.startswith("/") or ".." in Path(path).parts:
+                raise ValueError(f"{path!r} must be a path relative to the source tree, without '..'")
+        return value
+
+
+class Variant(_Strict):
+    """One release flavour: a ROCm version, a Python version, GPU archs and a platform tag."""
+
+    name: Annotated[str, Field(pattern=NAME_RE)]
+    rocm_version: Annotated[str, Field(pattern=r"^[0-9]+\.[0-9]+(\.[0-9]+)?$")]
+    python_version: Annotated[str, Field(pattern=r"^3\.[0-9]{1,2}$")]
+    gpu_archs: Annotated[tuple[Annotated[str, Field(pattern=ARCH_RE)], ...], Field(min_length=1)]
+    platform_tag: Annotated[str, Field(pattern=r"^(manylinux_[0-9]+_[0-9]+|linux)_(x86_64|aarch64)$")]
+    parent_image: str | None = None
+    build_args: dict[str, str] = {}
+
+    _check_args = field_validator("build_args")(_check_build_args)
+
+
+class Registry(_Strict):
+    """A container registry: ECR (through an AWS connection) or any OCI Distribution registry."""
+
+    kind: Literal["ecr", "oci"]
+    host: Annotated[str, Field(pattern=r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$")]
+    repository: Annotated[str, Field(pattern=REPOSITORY_RE.pattern, max_length=REPOSITORY_MAX)]
+    connection_id: str | None = None
+    scheme: Literal["https", "http"] = "https"
+
+
+class WheelStore(_Strict):
+    """Where wheels and the PEP 503 index go: ``s3://bucket/prefix`` or ``file:///path``."""
+
+    url: Annotated[str, Field(pattern=r"^(s3://[a-z0-9.-]{3,63}(/[^\s]*)?|file:///[^\s]*)$")]
+    connection_id: str | None = None
+    public_url: str | None = None
+
+
+class Build(_Strict):
+    """Where and how builds run: the Airflow queue and pool of the ROCm hosts, the build network."""
+
+    queue: Annotated[str, Field(min_length=1)] = "rocm"
+    pool: Annotated[str, Field(min_length=1)] = "rocm_builders"
+    network: Literal["default", "none", "host"] = "default"
+    docker_conn_id: str | None = None
+    secrets: tuple[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")], ...] = ()
+    timeout_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = 360
+
+
+class PublicTagPatterns(_Strict):
+    """Tag patterns in the public registry. Placeholders: ``{variant}``, ``{commit}``."""
+
+    nightly: str = "nightly-{variant}"
+    nightly_commit: str = "nightly-{commit}-{variant}"
+    base_nightly: str = "base-nightly-{variant}"
+    base_nightly_commit: str = "base-nightly-{commit}-{variant}"
+
+    @field_validator("nightly", "nightly_commit", "base_nightly", "base_nightly_commit")
+    @classmethod
+    def _valid_pattern(cls, value: str) -> str:
+        fields = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
+        unknown = sorted(set(fields) - set(TAG_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown placeholder(s) {unknown}; allowed: {sorted(TAG_FIELDS)}")
+        if "variant" not in fields:
+            raise ValueError("a public tag pattern must contain {variant}")
+        rendered = value.format(**TAG_FIELDS)
+        if not TAG_RE.match(rendered):
+            raise ValueError(
+                f"renders to {rendered!r}, not a valid OCI tag ([A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _distinct(self) -> PublicTagPatterns:
+        patterns = [self.nightly, self.nightly_commit, self.base_nightly, self.base_nightly_commit]
+        if len(set(patterns)) != len(patterns):
+            raise ValueError("the four public tag patterns must differ")
+        if "{commit}" in self.nightly or "{commit}" in self.base_nightly:
+            raise ValueError("the nightly aliases (nightly, base_nightly) must not contain {commit}")
+        if "{commit}" not in self.nightly_commit or "{commit}" not in self.base_nightly_commit:
+            raise ValueError("nightly_commit and base_nightly_commit must contain {commit}")
+        return self
+
+
+class Retention(_Strict):
+    """How many commits' per-commit tags and wheel folders the weekly retention keeps."""
+
+    keep_commits: Annotated[int, Field(ge=1, le=10_000)] = 14
+    schedule: str = "0 4 * * 0"
+
+
+class Sensors(_Strict):
+    """How the artifact sensors wait through outages (seconds)."""
+
+    poke_interval: Annotated[int, Field(ge=1)] = 30
+    max_wait: Annotated[int, Field(ge=1)] = 600
+    timeout: Annotated[int, Field(ge=1)] = 3600
+
+
+class ReleaseConfig(_Strict):
+    """The whole release configuration."""
+
+    project: Project
+    variants: Annotated[tuple[Variant, ...], Field(min_length=1)]
+    cache_registry: Registry
+    public_registry: Registry
+    wheel_store: WheelStore
+    build: Build = Build()
+    schedule: str | None = "0 2 * * *"
+    public_tags: PublicTagPatterns = PublicTagPatterns()
+    retention: Retention = Retention()
+    sensors: Sensors = Sensors()
+
+    @field_validator("variants")
+    @classmethod
+    def _unique_variants(cls, value: tuple[Variant, ...]) -> tuple[Variant, ...]:
+        names = [v.name for v in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"variant names must be unique; repeated: {dupes}")
+        return value
+
+    def variant(self, name: str) -> Variant:
+        """The variant called ``name``; KeyError naming the allowed ones otherwise."""
+        for v in self.variants:
+            if v.name == name:
+                return v
+        raise KeyError(f"unknown variant {name!r}; configured: {[v.name for v in self.variants]}")
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for e in error.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        value = e.get("input")
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {where}: unknown key (value {value!r}); check the spelling")
+        else:
+            lines.append(f"  {where}: {e['msg']} (got {value!r})")
+    return "\n".join(lines)
+
+
+def _expand_repo_root(value: object, root: str) -> object:
+    """Replace the literal ``${REPO_ROOT}`` in every string (the demo config's local paths)."""
+    if isinstance(value, str):
+        return value.replace("${REPO_ROOT}", root)
+    if isinstance(value, dict):
+        return {k: _expand_repo_root(v, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_repo_root(v, root) for v in value]
+    return value
+
+
+def parse_config(text: str, source: str = "<string>", *, repo_root: str | None = None) -> ReleaseConfig:
+    """Validate YAML text into a ReleaseConfig, or raise ConfigError naming ``source`` and each field.
+
+    ``repo_root`` replaces ``${REPO_ROOT}`` in strings (the demo config's local paths)."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
+    if repo_root is not None:
+        data = _expand_repo_root(data, repo_root)
+    try:
+        return ReleaseConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: invalid release config:\n{_describe(exc)}") from exc

@@ -1,0 +1,111 @@
+"""PEP 503 "simple" index pages: writing them, and reading them back to check a publication.
+
+Layout of one published folder ``<store>/<commit>/<variant>/``::
+
+    index.html                 the project list
+    <normalized-name>/index.html   one page per project, links ``../<wheel>#sha256=<hex>``
+    <wheel files>
+
+Every link carries ``#sha256=`` and, when the wheel declares it,
+``data-requires-python`` (HTML-escaped, PEP 503).
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from urllib.parse import quote, unquote, urldefrag
+
+from packaging.utils import canonicalize_name
+
+from rocm_release.core.errors import FatalError
+
+SHA_FRAGMENT = re.compile(r"^sha256=(?P<sha>[0-9a-f]{64})$")
+
+
+@dataclass(frozen=True)
+class IndexLink:
+    """One file link on a project page."""
+
+    href: str
+    filename: str
+    sha256: str
+    requires_python: str | None = None
+
+
+def project_list(names: list[str]) -> str:
+    """The root page: one link per normalized project name."""
+    links = "\n".join(
+        f'    <a href="{quote(n)}/">{html.escape(n)}</a><br/>' for n in sorted({canonicalize_name(x) for x in names})
+    )
+    return _page("Simple index", links)
+
+
+def project_page(name: str, links: list[IndexLink]) -> str:
+    """One project's page; hrefs are relative to the page and URL-quoted (``+`` → ``%2B``)."""
+    rows = []
+    for link in sorted(links, key=lambda x: x.filename):
+        attrs = f'href="{html.escape(link.href)}#sha256={link.sha256}"'
+        if link.requires_python:
+            attrs += f' data-requires-python="{html.escape(link.requires_python)}"'
+        rows.append(f"    <a {attrs}>{html.escape(link.filename)}</a><br/>")
+    return _page(f"Links for {canonicalize_name(name)}", "\n".join(rows))
+
+
+def wheel_href(prefix_to_file: str, filename: str) -> str:
+    """A relative href to a wheel file, quoted as pip expects."""
+    return prefix_to_file + quote(filename)
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        "<!DOCTYPE html>\n<html>\n  <head>\n"
+        '    <meta name="pypi:repository-version" content="1.0">\n'
+        f"    <title>{html.escape(title)}</title>\n  </head>\n  <body>\n"
+        f"    <h1>{html.escape(title)}</h1>\n{body}\n  </body>\n</html>\n"
+    )
+
+
+class _Anchors(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchors: list[dict[str, str | None]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            self.anchors.append(dict(attrs))
+
+
+class IndexPageError(ValueError, FatalError):
+    """A page that is not a valid index page for our purposes (a link without sha256, …)."""
+
+
+def parse_project_list(text: str) -> list[str]:
+    """Project names linked from the root page."""
+    parser = _Anchors()
+    parser.feed(text)
+    return [unquote(str(a.get("href") or "")).rstrip("/") for a in parser.anchors if a.get("href")]
+
+
+def parse_project_page(text: str) -> list[IndexLink]:
+    """The file links of a project page; every link must carry a sha256 fragment."""
+    parser = _Anchors()
+    parser.feed(text)
+    links = []
+    for anchor in parser.anchors:
+        href = str(anchor.get("href") or "")
+        url, fragment = urldefrag(href)
+        match = SHA_FRAGMENT.match(fragment)
+        if not match:
+            raise IndexPageError(f"link {href!r} has no #sha256=<hex> fragment")
+        links.append(
+            IndexLink(
+                href=url,
+                filename=unquote(url.rsplit("/", 1)[-1]),
+                sha256=match["sha"],
+                requires_python=anchor.get("data-requires-python"),
+            )
+        )
+    return links

@@ -1,0 +1,213 @@
+"""Retention's vocabulary: what planning takes (the listings), and what it returns (the plan).
+
+Pure values only; :mod:`rocm_release.core.retention` decides, :mod:`rocm_release.adapters.retention`
+lists and deletes.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from rocm_release.core.config import PublicTagPatterns
+from rocm_release.core.frozen import Frozen
+from rocm_release.core.registry import TagInfo
+
+Role = Literal["cache", "public"]
+TagKind = Literal[
+    "base", "base_wheels", "wheels", "release", "nightly", "nightly_commit", "base_nightly", "base_nightly_commit"
+]
+DecisionKind = Literal[
+    "base", "base_wheels", "wheels", "release", "nightly", "nightly_commit", "base_nightly", "base_nightly_commit",
+    "commit_folder", "nightly_folder", "unknown", "ambiguous",
+]
+
+PER_COMMIT_KINDS: frozenset[str] = frozenset({"wheels", "release", "nightly_commit", "base_nightly_commit"})
+BASE_KINDS: frozenset[str] = frozenset({"base", "base_wheels"})
+ALIAS_KINDS: frozenset[str] = frozenset({"nightly", "base_nightly"})
+BUILT_KINDS: frozenset[str] = frozenset({"wheels", "release"})  # images built on a base
+NIGHTLY_FOLDER = "nightly"
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class Repository:
+    """One repository the plan covers: which patterns apply (its roles) and how it deletes."""
+
+    registry: str
+    repository: str
+    roles: tuple[Role, ...]
+    deletes_by_digest: bool
+
+    @property
+    def location(self) -> str:
+        """``host/repository``: how decisions name it."""
+        return f"{self.registry}/{self.repository}"
+
+
+@dataclass(frozen=True)
+class RepositoryTags:
+    """Every tag of one repository as listed (``pushed_at`` where the registry knows it)."""
+
+    repository: Repository
+    tags: tuple[TagInfo, ...]
+
+
+@dataclass(frozen=True)
+class WheelFolder:
+    """An entry directly under the store root; ``modified_at`` only when it was read."""
+
+    name: str
+    modified_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class RetentionInputs:
+    """Everything ``plan_retention`` decides on. ``nightly_folders``: alias folder → commit it names."""
+
+    repositories: tuple[RepositoryTags, ...]
+    wheel_folders: tuple[WheelFolder, ...]
+    store_url: str
+    keep_commits: int
+    variants: tuple[str, ...]
+    public_tags: PublicTagPatterns
+    nightly_folders: Mapping[str, str | None] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.keep_commits < 1:
+            raise ValueError(f"keep_commits must be >= 1, got {self.keep_commits}")
+        if not self.variants:
+            raise ValueError("retention needs at least one variant")
+
+
+@dataclass(frozen=True)
+class BaseUse:
+    """What a built image's labels say about the base it was built on."""
+
+    base_key: str | None
+    base_digest: str | None
+
+
+@dataclass(frozen=True)
+class ImageToInspect:
+    """A kept wheels/release image whose labels name its base."""
+
+    location: str
+    repository: str
+    tag: str
+    digest: str
+    variant: str
+    commit: str
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+class RetentionDecision(Frozen):
+    """Delete or keep one tag or wheel folder, and why."""
+
+    action: Literal["delete", "keep"]
+    target: Literal["tag", "folder"]
+    location: str  # host/repository for a tag, the store URL for a folder
+    name: str
+    kind: DecisionKind
+    digest: str | None = None
+    variant: str | None = None
+    commit: str | None = None
+    base_key: str | None = None
+    reason: str = ""
+
+    @property
+    def reference(self) -> str:
+        """``host/repo:tag`` or ``<store>/<folder>/``."""
+        if self.target == "tag":
+            return f"{self.location}:{self.name}"
+        return f"{self.location.rstrip('/')}/{self.name}/"
+
+    def line(self, *, dry_run: bool = False) -> str:
+        """One line of the report."""
+        verb = ("WOULD DELETE" if dry_run else "DELETE") if self.action == "delete" else "KEEP"
+        digest = f" ({self.digest[:19]}…)" if self.digest else ""
+        return f"{verb:<12} {self.target:<6} {self.reference}{digest} — {self.reason}"
+
+
+class CommitRank(Frozen):
+    """One commit: its push time, its place among the commits (newest first) and the verdict."""
+
+    commit: str
+    pushed_at: datetime | None
+    rank: int | None
+    keep: bool
+    reasons: tuple[str, ...]
+
+    def line(self) -> str:
+        """One line of the report."""
+        rank = f"#{self.rank}" if self.rank is not None else "#?"
+        when = self.pushed_at.isoformat() if self.pushed_at else "no push time"
+        verdict = "keep" if self.keep else "delete"
+        return f"{rank:>6} {self.commit} {when:<32} {verdict:<6} — {'; '.join(self.reasons)}"
+
+
+class RetentionPlan(Frozen):
+    """Every decision of one retention run, with the commit ranking they follow from."""
+
+    keep_commits: int = Field(ge=1)
+    commits: tuple[CommitRank, ...]
+    decisions: tuple[RetentionDecision, ...]
+
+    @property
+    def delete(self) -> list[RetentionDecision]:
+        """What goes, in plan order."""
+        return [d for d in self.decisions if d.action == "delete"]
+
+    @property
+    def keep(self) -> list[RetentionDecision]:
+        """What stays, with the reason."""
+        return [d for d in self.decisions if d.action == "keep"]
+
+    def summary(self) -> dict[str, int]:
+        """Counts for logs and the task's XCom."""
+        count: defaultdict[str, int] = defaultdict(int)
+        for d in self.decisions:
+            count[f"{d.target}s_{'deleted' if d.action == 'delete' else 'kept'}"] += 1
+            if d.kind in ("unknown", "ambiguous"):
+                count["unknown_kept"] += 1
+        return {
+            "commits": len(self.commits),
+            "commits_kept": sum(1 for c in self.commits if c.keep),
+            "commits_deleted": sum(1 for c in self.commits if not c.keep),
+            "tags_deleted": count["tags_deleted"],
+            "tags_kept": count["tags_kept"],
+            "folders_deleted": count["folders_deleted"],
+            "folders_kept": count["folders_kept"],
+            "unknown_kept": count["unknown_kept"],
+        }
+
+    def render(self, *, dry_run: bool) -> str:
+        """The whole plan as text: the commit ranking, then every decision with its reason."""
+        s = self.summary()
+        head = "DRY RUN: nothing is deleted. " if dry_run else ""
+        lines = [
+            f"{head}Retention keeps the newest {self.keep_commits} commits by push time, every commit a "
+            "nightly alias names, every base a kept image was built on, the newest base of each variant, "
+            "and every tag that matches no exact pattern.",
+            f"commits: {s['commits']} ({s['commits_kept']} kept, {s['commits_deleted']} deleted); "
+            f"tags: {s['tags_deleted']} {'to delete' if dry_run else 'deleted'}, {s['tags_kept']} kept "
+            f"({s['unknown_kept']} unknown); wheel folders: {s['folders_deleted']} "
+            f"{'to delete' if dry_run else 'deleted'}, {s['folders_kept']} kept",
+            "",
+            "Commits, newest push first:",
+            *(c.line() for c in self.commits),
+            "",
+            "Tags and wheel folders:",
+            *(d.line(dry_run=dry_run) for d in self.delete),
+            *(d.line(dry_run=dry_run) for d in self.keep),
+        ]
+        return "\n".join(lines)

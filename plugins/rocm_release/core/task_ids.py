@@ -1,0 +1,54 @@
+"""Task ids and XCom keys, written once: the DAG files, the operators and the tests use these names.
+
+Per-variant tasks live in a TaskGroup named after the variant: their full id is
+``in_group(variant, task)``, e.g. ``rocm710.build_wheels``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+# rocm_nightly_release
+RESOLVE_RELEASE = "resolve_release"
+RELEASE_SUMMARY = "release_summary"
+CHECK_BASE_IMAGE = "check_base_image"
+CHECK_WHEELS_IMAGE = "check_wheels_image"
+CHECK_RELEASE_IMAGE = "check_release_image"
+CHECK_WHEELS_PUBLISHED = "check_wheels_published"
+CHOOSE_PATH = "choose_path"
+BuildTask = Literal["build_base_image", "build_wheels", "build_release_image"]
+BUILD_BASE_IMAGE: BuildTask = "build_base_image"
+BUILD_WHEELS: BuildTask = "build_wheels"
+BUILD_RELEASE_IMAGE: BuildTask = "build_release_image"
+BUILD_ORDER: tuple[BuildTask, ...] = (BUILD_BASE_IMAGE, BUILD_WHEELS, BUILD_RELEASE_IMAGE)
+REUSE_CACHED_IMAGES = "reuse_cached_images"
+PUSH_IMAGES = "push_images"
+PUBLISH_WHEELS = "publish_wheels"
+PROMOTE_NIGHTLY = "promote_nightly"
+
+# What each sensor observes (its ``artifact``), and the key its observation has in a decision.
+Artifact = Literal["base_image", "wheels_image", "release_image", "wheels_published"]
+SENSORS: dict[Artifact, str] = {
+    "base_image": CHECK_BASE_IMAGE,
+    "wheels_image": CHECK_WHEELS_IMAGE,
+    "release_image": CHECK_RELEASE_IMAGE,
+    "wheels_published": CHECK_WHEELS_PUBLISHED,
+}
+# The tasks whose XCom holds the pinned refs of a variant's images (kind → repo@sha256:…).
+IMAGE_PRODUCERS = (*BUILD_ORDER, REUSE_CACHED_IMAGES)
+# Tasks whose duration goes into the release summary.
+TIMED_TASKS = (*SENSORS.values(), CHOOSE_PATH, *BUILD_ORDER, REUSE_CACHED_IMAGES, PUSH_IMAGES, PUBLISH_WHEELS,
+               PROMOTE_NIGHTLY)
+
+# rocm_release_retention
+PLAN_RETENTION = "plan_retention"
+APPLY_RETENTION = "apply_retention"
+
+# XCom keys besides Airflow's "return_value".
+XCOM_DECISION = "decision"  # choose_path: the PathDecision
+XCOM_TIMING = "timing"  # every timed task: seconds its execute took
+
+
+def in_group(variant: str, task: str) -> str:
+    """The full id of a per-variant task: ``<variant>.<task>``."""
+    return f"{variant}.{task}"

@@ -1,0 +1,74 @@
+"""The DAGs' Params: JSON-schema forms in the trigger UI, validated again in the worker (``core.params``)."""
+
+from __future__ import annotations
+
+from airflow.sdk import Asset, Param
+
+from rocm_release.core.config import ReleaseConfig
+from rocm_release.core.names import COMMITISH_RE
+
+
+def release_params(config: ReleaseConfig) -> dict[str, Param]:
+    """Params for manual triggers; the defaults are what a scheduled run uses."""
+    names = [v.name for v in config.variants]
+    return {
+        "commit": Param(
+            None,
+            type=["null", "string"],
+            pattern=COMMITISH_RE.pattern,
+            title="Commit",
+            description="A commit SHA or a branch/tag name. Empty: the branch tip now (manual runs).",
+        ),
+        "variants": Param(
+            names,
+            type="array",
+            items={"type": "string", "enum": names},
+            minItems=1,
+            uniqueItems=True,
+            title="Variants",
+            description=f"Which variants to release. Configured: {', '.join(names)}.",
+        ),
+        "force_rebuild": Param(
+            False, type="boolean", title="Force rebuild",
+            description="Treat every cached artifact as absent: rebuild base, wheels and release image.",
+        ),
+        "promote": Param(
+            False, type="boolean", title="Promote to nightly",
+            description="Manual runs only: move the nightly aliases (only ever forwards). "
+            "Scheduled runs always promote; backfills never do.",
+        ),
+        "dry_run": Param(
+            False, type="boolean", title="Dry run",
+            description="Observe and plan only: print the plan and every command; build, push and upload nothing.",
+        ),
+    }
+
+
+def variant_assets(variant: str) -> dict[str, Asset]:
+    """The Assets a variant's publication updates: its public images and its wheel index.
+
+    Downstream DAGs schedule on them (``schedule=[asset]``); each event's extra
+    names the commit, the public image references or the index URL. They are
+    named, without a URI scheme: an ``s3://``/``file://`` URI makes Airflow load
+    every provider's URI handler (boto3 among them) while parsing the DAG.
+    """
+    return {
+        "images": Asset(name=f"rocm_nightly.{variant}.images"),
+        "wheels": Asset(name=f"rocm_nightly.{variant}.wheels"),
+    }
+
+
+def retention_params(config: ReleaseConfig) -> dict[str, Param]:
+    """Params of the trigger form. Their defaults apply to manual runs only: a scheduled run deletes."""
+    return {
+        "dry_run": Param(
+            True, type="boolean", title="Dry run",
+            description="Manual runs: print what would be deleted and kept, and why; delete nothing. "
+            "Untick (or pass dry_run=false) to delete. Scheduled runs always delete.",
+        ),
+        "keep_commits": Param(
+            None, type=["null", "integer"], minimum=1, maximum=10_000, title="Commits to keep",
+            description=f"How many of the newest commits (by push time) to keep. "
+            f"Empty: the config's retention.keep_commits ({config.retention.keep_commits}).",
+        ),
+    }
