@@ -62,7 +62,7 @@ def raw_params(context: Mapping[str, Any]) -> dict[str, Any]:
     return {**dict(context.get("params") or {}), **conf}
 
 
-def release_params(context: Mapping[str, Any], config: ReleaseConfig, kind: RunKind) -> ReleaseParams:
+def validated_params(context: Mapping[str, Any], config: ReleaseConfig, kind: RunKind) -> ReleaseParams:
     """The run's Params, validated against the config; a backfill may not name a commit."""
     params = parse_params(raw_params(context), config)
     if kind == "backfill" and params.commit:

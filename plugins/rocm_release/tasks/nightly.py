@@ -31,9 +31,9 @@ from rocm_release.tasks.context import (
     observations,
     plan_from_xcom,
     pushed_digests,
-    release_params,
     release_time,
     run_kind,
+    validated_params,
     variant_results,
 )
 from rocm_release.tasks.policy import fail_fast
@@ -56,7 +56,7 @@ class ResolveReleaseOperator(BaseOperator):
 
         config = ReleaseConfig.model_validate(self.config_json)
         kind = run_kind(context["dag_run"].run_type)
-        params = release_params(context, config, kind)
+        params = validated_params(context, config, kind)
         as_of = release_time(kind, context)
         plan = resolve_plan(config, params=params, run_kind=kind, as_of=as_of)
         self.log.info("Release plan (%s run, as of %s): commit %s", kind, as_of.isoformat(), plan.commit)
