@@ -2,7 +2,7 @@
 
 Within one registry a tag is a manifest PUT (no layer bytes move); across
 registries only the blobs the target lacks move, and the manifest goes last
-(``registry.copy.copy_image``).
+(``adapters.registry.image_copy.copy_image``).
 """
 
 from __future__ import annotations
