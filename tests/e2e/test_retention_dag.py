@@ -2,7 +2,7 @@
 
 A manual run without Params is a dry run: it prints every decision and changes nothing (registries and
 store compared before and after). With `dry_run=false` and `keep_commits` it deletes exactly what must go.
-The history (tests/integration/retention_history.py) is pushed to repositories of this module's own.
+The history (tests/support/retention_history.py) is pushed to repositories of this module's own.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import yaml
 
 from rocm_release.adapters.registry.oci import OciRegistry
 from tests.conftest import REPO, TEST_ENV
-from tests.integration.retention_history import History, OciPusher, build_history, build_store, expected_tags
+from tests.support.retention_history import History, OciPusher, build_history, build_store, expected_tags
 
 pytestmark = pytest.mark.e2e
 
