@@ -13,19 +13,13 @@ from typing import Any
 
 import pytest
 
+from tests.support.demo import DEMO_CONFIG, airflow_env
 from tests.support.moto import moto_server
 from tests.support.services import REPO, SERVICES_ENV, SERVICES_JSON, read_services_env
 
 AIRFLOW_HOME = REPO / ".state" / "airflow-test"
 AIRFLOW_HOME.mkdir(parents=True, exist_ok=True)
-TEST_ENV = {
-    "AIRFLOW_HOME": str(AIRFLOW_HOME),
-    "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-    "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-    "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
-    "ROCM_NIGHTLY_CONFIG": str(REPO / "include" / "config" / "demo.yaml"),
-}
+TEST_ENV = airflow_env(AIRFLOW_HOME, DEMO_CONFIG, base={}, unit_test_mode=True)
 os.environ.update(TEST_ENV)
 
 

@@ -9,11 +9,12 @@ store, git mirror cache and Airflow home, so it can't see another's state.
 The nights build on each other, like real nights, but no test relies on the
 ones before it: each asks for the state its row starts from through a fixture
 (`empty`: nothing built; `initial_only`: `initial` released, `source_change`
-not; `initial`; `source_change`: both released and `nightly` on
-`source_change`). A fixture looks at the registries and the store and runs
+not; `initial`; `initial_reusable`: released on the base the cache holds now;
+`source_change`: both released, `source_change` on the cached base and
+`nightly` on it). A fixture looks at the registries and the store and runs
 only the nights that are missing, or removes what must not be there (tags and
 folders, named by rocm_release.core.plan), so in file order it runs no extra
-night and any single test can run alone.
+night, and any single test, or any order, works.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import pytest
 from rocm_release.adapters.config_file import load_config
 from rocm_release.adapters.registry.oci import OciRegistry
 from rocm_release.core.plan import (
+    LABEL_BASE_DIGEST,
     LABEL_BASE_KEY,
     LABEL_COMMIT,
     base_tag,
@@ -144,21 +146,27 @@ class Nights:
 
     # -- the state a test starts from ---------------------------------------------------------
 
-    def released(self, label: str) -> bool:
-        """The commit's night is complete: its images cached, its wheels published, its public image there."""
+    def released(self, label: str, *, reusable: bool = False) -> bool:
+        """The commit's night is complete: its images cached, its wheels published, its public image there;
+        ``reusable``: and its wheels and release images were built on the base the cache holds now (after a
+        forced rebuild of the base, a night of an older commit rebuilds them)."""
         commit = self.commit(label)
-        return (all(self.cache.lookup(self.cache_repo, tag).present
-                    for tag in (wheels_tag(commit, VARIANT), release_tag(commit, VARIANT)))
+        images = (wheels_tag(commit, VARIANT), release_tag(commit, VARIANT))
+        if not (all(self.cache.lookup(self.cache_repo, tag).present for tag in images)
                 and (self.folder(label) / "index.html").exists()
                 and (self.store / commit / "RELEASE.json").exists()
                 and self.public.lookup(self.public_repo,
-                                       self.public_tag(self.config.public_tags.nightly_commit, label)).present)
+                                       self.public_tag(self.config.public_tags.nightly_commit, label)).present):
+            return False
+        base = self.cached_base_digest(label) if reusable else None
+        return not reusable or all(self.cache.labels(self.cache_repo, tag).get(LABEL_BASE_DIGEST) == base
+                                   for tag in images)
 
-    def ensure(self, label: str) -> None:
+    def ensure(self, label: str, *, reusable: bool = False) -> None:
         """The commit released (promote: true), by a night only when it is not already."""
-        if not self.released(label):
+        if not self.released(label, reusable=reusable):
             self.night({"commit": self.commit(label), "promote": True})
-        assert self.released(label), label
+        assert self.released(label, reusable=reusable), label
 
     def forget(self, label: str) -> None:
         """As if the commit had never been built: its cache images and its wheel folder go (the public
@@ -204,6 +212,13 @@ def initial(nights: Nights) -> Nights:
 
 
 @pytest.fixture
+def initial_reusable(nights: Nights) -> Nights:
+    """`initial` released and promoted, on the base the cache holds now: a night of it reuses everything."""
+    nights.ensure("initial", reusable=True)
+    return nights
+
+
+@pytest.fixture
 def initial_only(initial: Nights) -> Nights:
     """`initial` released; `source_change` (same base key, other source) never built."""
     initial.forget("source_change")
@@ -212,8 +227,9 @@ def initial_only(initial: Nights) -> Nights:
 
 @pytest.fixture
 def source_change(initial: Nights) -> Nights:
-    """`initial`, then `source_change` released and promoted: `nightly` names `source_change`."""
-    initial.ensure("source_change")
+    """`initial`, then `source_change` released and promoted on the base the cache holds now: `nightly`
+    names `source_change`."""
+    initial.ensure("source_change", reusable=True)
     assert initial.nightly_commit() == initial.nightly_index_commit() == initial.commits["source_change"]
     return initial
 
@@ -238,8 +254,8 @@ def test_row4_nothing_exists_full_rebuild_publishes_and_promotes(empty: Nights) 
     assert nights.nightly_index_commit() == nights.commits["initial"]
 
 
-def test_row1_same_commit_again_reuses_everything(initial: Nights) -> None:
-    nights = initial
+def test_row1_same_commit_again_reuses_everything(initial_reusable: Nights) -> None:
+    nights = initial_reusable
     before = set(nights.cache.tag_names(nights.cache_repo))
     report = nights.night(_conf(nights, "initial", promote=True))
     assert _builds(report) == []
