@@ -162,13 +162,14 @@ class Nights:
         return not reusable or all(self.cache.labels(self.cache_repo, tag).get(LABEL_BASE_DIGEST) == base
                                    for tag in images)
 
-    def ensure(self, label: str, *, reusable: bool = False) -> None:
+    def ensure(self, label: str, *, reusable: bool = False) -> Nights:
         """The commit released (promote: true), by a night only when it is not already."""
         if not self.released(label, reusable=reusable):
             self.night({"commit": self.commit(label), "promote": True})
         assert self.released(label, reusable=reusable), label
+        return self
 
-    def forget(self, label: str) -> None:
+    def forget(self, label: str) -> Nights:
         """As if the commit had never been built: its cache images and its wheel folder go (the public
         copies stay: ``nightly-<commit>-<variant>`` may share its manifest with the ``nightly`` alias)."""
         commit = self.commit(label)
@@ -177,18 +178,17 @@ class Nights:
         if present:
             self.cache.delete_tags(self.cache_repo, present)
         shutil.rmtree(self.store / commit, ignore_errors=True)
+        return self
 
-    def reset(self) -> None:
-        """Nothing built: no tag in either repository, an empty store."""
-        problems = remove_tags(self.config.cache_registry.host, [self.cache_repo])
-        problems += remove_tags(self.config.public_registry.host, [self.public_repo])
-        assert not problems, problems
+    def reset(self) -> Nights:
+        """Nothing built: no tag in either repository, an empty store (removed only when there is something)."""
+        if list(self.cache.tag_names(self.cache_repo)) or list(self.public.tag_names(self.public_repo)):
+            problems = remove_tags(self.config.cache_registry.host, [self.cache_repo])
+            problems += remove_tags(self.config.public_registry.host, [self.public_repo])
+            assert not problems, problems
         for entry in self.store.iterdir():
             shutil.rmtree(entry)
-
-    def built_anything(self) -> bool:
-        return bool(list(self.cache.tag_names(self.cache_repo)) or list(self.public.tag_names(self.public_repo))
-                    or any(self.store.iterdir()))
+        return self
 
 
 @pytest.fixture(scope="module")
@@ -199,39 +199,34 @@ def nights(services: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -
 @pytest.fixture
 def empty(nights: Nights) -> Nights:
     """Nothing built yet."""
-    if nights.built_anything():
-        nights.reset()
-    return nights
+    return nights.reset()
 
 
 @pytest.fixture
 def initial(nights: Nights) -> Nights:
     """`initial` released and promoted."""
-    nights.ensure("initial")
-    return nights
+    return nights.ensure("initial")
 
 
 @pytest.fixture
 def initial_reusable(nights: Nights) -> Nights:
     """`initial` released and promoted, on the base the cache holds now: a night of it reuses everything."""
-    nights.ensure("initial", reusable=True)
-    return nights
+    return nights.ensure("initial", reusable=True)
 
 
 @pytest.fixture
 def initial_only(initial: Nights) -> Nights:
     """`initial` released; `source_change` (same base key, other source) never built."""
-    initial.forget("source_change")
-    return initial
+    return initial.forget("source_change")
 
 
 @pytest.fixture
 def source_change(initial: Nights) -> Nights:
     """`initial`, then `source_change` released and promoted on the base the cache holds now: `nightly`
     names `source_change`."""
-    initial.ensure("source_change", reusable=True)
-    assert initial.nightly_commit() == initial.nightly_index_commit() == initial.commits["source_change"]
-    return initial
+    nights = initial.ensure("source_change", reusable=True)
+    assert nights.nightly_commit() == nights.nightly_index_commit() == nights.commits["source_change"]
+    return nights
 
 
 def _conf(nights: Nights, label: str, **extra: Any) -> dict[str, Any]:
