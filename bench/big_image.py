@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from local_services import Services
-from private_dockerd import PrivateDockerd
+
+from tests.support.dockerd import PrivateDockerd
 
 PUSH_DIGEST_RE = re.compile(r"digest: (?P<digest>sha256:[0-9a-f]{64}) size: [0-9]+")
 

@@ -31,6 +31,8 @@ import yaml
 from local_services import REPO
 from report import Ratio, Result, fmt_seconds, main, median, progress, ratio
 
+from tests.support.demo import demo_document
+
 PARSE = r"""
 import json, sys, time
 from airflow.dag_processing.dagbag import DagBag
@@ -103,7 +105,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, result: Result) -> None:
-    demo = yaml.safe_load((REPO / "include" / "config" / "demo.yaml").read_text())
+    demo = demo_document()
     measured: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="rocm-nightly-bench-parse-") as tmp:
         root = Path(tmp)

@@ -3,6 +3,12 @@
 Every benchmark works under its own repositories, ``bench-<run id>/…``, in the
 shared registries, so it never reads or changes another run's images and its
 requests can be picked out of the shared access logs.
+
+The benchmarks use the tests' helpers (``tests.support``: the services' env file,
+registries and their access logs, a private dockerd, the demo world, wheels, the
+retention history). Importing this module first puts the repository root on
+``sys.path`` for them: a benchmark runs as ``python bench/<name>.py``, with only
+``bench/`` on the path.
 """
 
 from __future__ import annotations
@@ -15,23 +21,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-STATE = REPO / ".state"
-SERVICES_ENV = STATE / "services.env"
-VENV_BIN = Path(sys.executable).parent
-AIRFLOW = str(VENV_BIN / "airflow")
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tests.support.services import SERVICES_ENV  # noqa: E402 - needs the repository root on sys.path
+from tests.support.services import read_services_env as _read_env  # noqa: E402
 
 
 def read_services_env() -> dict[str, str]:
     """``KEY=VALUE`` lines of ``.state/services.env`` (written by ``make services-up``)."""
     if not SERVICES_ENV.exists():
         raise SystemExit("the local services are not up: run `make services-up` first")
-    env: dict[str, str] = {}
-    for line in SERVICES_ENV.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, value = line.split("=", 1)
-            env[key] = value
-    return env
+    return _read_env(SERVICES_ENV)
 
 
 @dataclass(frozen=True)
@@ -110,21 +111,3 @@ def registry_client(host: str):  # -> OciRegistry (imported late: the package is
     from rocm_release.adapters.registry.oci import OciRegistry
 
     return OciRegistry(host, scheme="http")
-
-
-def remove_tags(host: str, repositories: list[str]) -> list[str]:
-    """Delete every tag of our ``repositories`` at ``host``; return what could not be removed.
-
-    Blobs stay until the registry's garbage collection (not ours to run); the
-    benchmark images are made of the same blobs in every run, so they do not pile up.
-    """
-    problems = []
-    with registry_client(host) as registry:
-        for repository in repositories:
-            try:
-                tags = sorted(registry.tag_names(repository))
-                if tags:
-                    registry.delete_tags(repository, tags)
-            except Exception as exc:  # cleanup goes on with the other repositories
-                problems.append(f"{host}/{repository}: {exc}")
-    return problems

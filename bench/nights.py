@@ -19,8 +19,6 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -28,8 +26,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-from local_services import AIRFLOW, REPO, Services, bench_prefix, registry_client, remove_tags, run_id
+from local_services import Services, bench_prefix, registry_client, run_id
+
+from tests.support.demo import airflow_env, dags_test, demo_config, make_history, migrate, write_config
+from tests.support.registries import remove_tags
 
 DAG_ID = "rocm_nightly_release"
 BUILD_TASKS = ("build_base_image", "build_wheels", "build_release_image")
@@ -82,32 +82,20 @@ class NightWorld:
         from rocm_release.adapters.registry.image_copy import copy_image
 
         self.store.mkdir()
-        out = subprocess.run([sys.executable, str(REPO / "include" / "demo" / "make_history.py"),
-                              str(self.root / "tinyllm.git")], capture_output=True, text=True, check=True)
-        self.commits: dict[str, str] = json.loads(out.stdout.strip().splitlines()[-1])
+        self.commits = make_history(self.root / "tinyllm.git")
         base_ref = self.services.base_os_image
         base_repo, _, base_digest = base_ref.split("/", 1)[1].partition("@")
         with registry_client(self.services.cache_host) as cache:
             copy_image(cache, base_repo, base_digest, cache, self.parent_repo, ["bookworm"])
-        config = yaml.safe_load((REPO / "include" / "config" / "demo.yaml").read_text())
-        config["project"]["git_url"] = f"file://{self.root}/tinyllm.git"
+        config = demo_config(self.root, self.prefix, self.variants)
         config["project"]["parent_image"] = f"{self.services.cache_host}/{self.parent_repo}:bookworm"
-        config["variants"] = [v for v in config["variants"] if v["name"] in self.variants]
-        config["cache_registry"]["repository"] = self.cache_repo
-        config["public_registry"]["repository"] = self.public_repo
-        config["wheel_store"]["url"] = f"file://{self.store}"
-        self.config_file = self.root / "config.yaml"
-        self.config_file.write_text(yaml.safe_dump(config))
-        self.env = {
-            **self.services.docker_env(),
-            "AIRFLOW_HOME": str(self.root / "airflow"),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "ROCM_NIGHTLY_CONFIG": str(self.config_file),
-            "ROCM_NIGHTLY_CACHE_DIR": str(self.root / "cache"),
-        }
-        subprocess.run([AIRFLOW, "db", "migrate"], env=self.env, capture_output=True, check=True)
+        assert (config["cache_registry"]["repository"], config["public_registry"]["repository"]) == (
+            self.cache_repo, self.public_repo)
+        assert config["wheel_store"]["url"] == f"file://{self.store}"
+        self.config_file = write_config(self.root / "config.yaml", config)
+        self.env = airflow_env(self.root / "airflow", self.config_file, cache_dir=self.root / "cache",
+                               base=self.services.docker_env())
+        migrate(self.env)
 
     def conf(self, label: str, **extra: Any) -> dict[str, Any]:
         return {"commit": self.commits[label], "promote": True, "variants": self.variants, **extra}
@@ -115,9 +103,8 @@ class NightWorld:
     def night(self, conf: dict[str, Any], docker_host: str, *, wrapper: list[str] | None = None) -> Night:
         """One ``airflow dags test`` run that must succeed (``wrapper``: e.g. strace, prepended)."""
         env = {**self.env, "DOCKER_HOST": docker_host}
-        args = [*(wrapper or []), AIRFLOW, "dags", "test", DAG_ID, "-c", json.dumps(conf)]
         started = time.monotonic()
-        proc = subprocess.run(args, env=env, capture_output=True, text=True, check=False, timeout=NIGHT_TIMEOUT)
+        proc = dags_test(env, DAG_ID, conf, timeout=NIGHT_TIMEOUT, wrapper=wrapper or ())
         seconds = time.monotonic() - started
         output = proc.stdout + proc.stderr
         if proc.returncode != 0:

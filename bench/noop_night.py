@@ -28,9 +28,10 @@ from pathlib import Path
 
 from local_services import Services
 from nights import NightWorld
-from private_dockerd import private_dockerd
 from registry_traffic import RegistryTraffic, human_bytes
 from report import Ratio, Result, fmt_seconds, main, progress, ratio
+
+from tests.support.dockerd import private_dockerd
 
 STRACE_LINE = re.compile(r'^\d+\s+(?P<call>\w+)\((?P<args>.*)\)\s+=\s+(?P<ret>-?\d+|\?)')
 
@@ -86,18 +87,18 @@ def run(args: argparse.Namespace, result: Result) -> None:
         progress("setting up: history, repositories, config, airflow db")
         world.setup()
         progress("night 1 (setup): build and publish the commit")
-        with private_dockerd(services.docker_cli) as daemon:
+        with private_dockerd() as daemon:
             first = world.night(world.conf("initial"), daemon.host)
         progress("night 2 (measured): the same commit again")
         traffic = RegistryTraffic(services, world.prefix)
-        with private_dockerd(services.docker_cli) as daemon:
+        with private_dockerd() as daemon:
             traffic.start()
             night = world.night(world.conf("initial"), daemon.host)
             seen = traffic.stop()
         calls: Counter[str] = Counter()
         if not args.no_strace and shutil.which("strace"):
             progress("night 3 (store calls): the same again under strace")
-            with private_dockerd(services.docker_cli) as daemon, \
+            with private_dockerd() as daemon, \
                     tempfile.TemporaryDirectory(prefix="rocm-nightly-bench-strace-") as tmp:
                 trace = Path(tmp) / "trace"
                 world.night(world.conf("initial"), daemon.host,

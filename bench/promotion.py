@@ -31,10 +31,12 @@ from collections.abc import Callable
 from typing import Any
 
 from big_image import build_and_push
-from local_services import Services, bench_prefix, registry_client, remove_tags, run_id
-from private_dockerd import private_dockerd
+from local_services import Services, bench_prefix, registry_client, run_id
 from registry_traffic import RegistryTraffic, Traffic, human_bytes
 from report import Ratio, Result, fmt_seconds, fmt_spread, main, median, progress, ratio
+
+from tests.support.dockerd import private_dockerd
+from tests.support.registries import remove_tags
 
 VARIANT = "rocm710"
 
@@ -78,7 +80,7 @@ def run(args: argparse.Namespace, result: Result) -> None:
     public = registry_client(services.public_host)
     try:
         progress(f"building the {args.layers}×{args.layer_mib} MiB image on a private dockerd")
-        with private_dockerd(services.docker_cli) as builder:
+        with private_dockerd() as builder:
             image = build_and_push(services, builder, f"{services.cache_host}/{src_repo}:build-{rid}",
                                    layers=args.layers, layer_mib=args.layer_mib)
         manifest = json.loads(cache.manifest(src_repo, image.digest).raw)
@@ -116,7 +118,7 @@ def run(args: argparse.Namespace, result: Result) -> None:
             public_repos.append(dst_repo)
             for phase in ("a", "b"):
                 progress(f"reference ({phase}): docker pull/tag/push on an empty private dockerd → {dst_repo}")
-                with private_dockerd(services.docker_cli) as host:
+                with private_dockerd() as host:
 
                     def pull_tag_push(host_url: str = host.host, dst_repo: str = dst_repo) -> list[str]:
                         src = f"{services.cache_host}/{src_repo}:build-{rid}"

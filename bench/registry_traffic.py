@@ -23,8 +23,7 @@ Bytes over the wire (blob and manifest bodies; headers are not counted):
 
 from __future__ import annotations
 
-import re
-import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections import Counter
@@ -32,36 +31,11 @@ from dataclasses import dataclass, field
 
 from local_services import Services
 
-ACCESS_RE = re.compile(r'"(?P<method>[A-Z]+) (?P<uri>\S+) HTTP/[\d.]+" (?P<status>\d{3}) (?P<size>\d+|-) ')
+from tests.support.registries import Request, offset_after, parse_access_line
+
 MARKER_DEADLINE = 30.0
 # 127.0.0.1 only: never through a proxy from the environment.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-@dataclass(frozen=True)
-class Request:
-    registry: str
-    method: str
-    uri: str
-    status: int
-    size: int
-
-    @property
-    def path(self) -> str:
-        return self.uri.split("?", 1)[0]
-
-    @property
-    def kind(self) -> str:
-        """``blob``, ``upload``, ``manifest``, ``tags`` or ``other``."""
-        if "/blobs/uploads/" in self.path:
-            return "upload"
-        if "/blobs/" in self.path:
-            return "blob"
-        if "/manifests/" in self.path:
-            return "manifest"
-        if self.path.endswith("/tags/list"):
-            return "tags"
-        return "other"
 
 
 @dataclass
@@ -129,13 +103,9 @@ class RegistryTraffic:
             end = self._marker(name)
             text = self.logs[name].read_bytes()[self._offsets[name]:end].decode("utf-8", "replace")
             for line in text.splitlines():
-                match = ACCESS_RE.search(line)
-                if not match or not match["uri"].startswith(f"/v2/{self.prefix}/"):
+                request = parse_access_line(line, registry=name)
+                if request is None or not request.uri.startswith(f"/v2/{self.prefix}/") or "/marker-" in request.uri:
                     continue
-                if "/marker-" in match["uri"]:
-                    continue
-                size = 0 if match["size"] == "-" else int(match["size"])
-                request = Request(name, match["method"], match["uri"], int(match["status"]), size)
                 traffic.requests.append(request)
                 self._account(traffic, request)
         return traffic
@@ -193,17 +163,7 @@ class RegistryTraffic:
                 resp.read()
         except urllib.error.HTTPError as err:  # 404: the marker repository does not exist, as intended
             err.read()
-        needle = f" {uri} HTTP/".encode()
-        deadline = time.monotonic() + MARKER_DEADLINE
-        while True:
-            data = self.logs[name].read_bytes()
-            at = data.rfind(needle)
-            if at >= 0:
-                end = data.find(b"\n", at)
-                return len(data) if end < 0 else end + 1
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the marker request {uri} never reached {self.logs[name]}")
-            time.sleep(0.05)  # polling the log file, bounded by the deadline
+        return offset_after(self.logs[name], f" {uri} HTTP/".encode(), deadline=MARKER_DEADLINE)
 
 
 def human_bytes(n: float) -> str:

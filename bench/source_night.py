@@ -30,8 +30,9 @@ from collections import Counter
 
 from local_services import Services
 from nights import Night, NightWorld
-from private_dockerd import private_dockerd
 from report import Ratio, Result, fmt_seconds, main, progress, ratio
+
+from tests.support.dockerd import private_dockerd
 
 # A BuildKit progress line inside the task log: "... [info     ] #7 [build_tinyllm 5/5] RUN ... [airflow.task…"
 STEP_RE = re.compile(r"\] #(?P<n>\d+) (?P<text>.*?)\s+\[airflow\.task")
@@ -80,12 +81,12 @@ def run(args: argparse.Namespace, result: Result) -> None:
         progress("setting up two worlds: history, repositories, config, airflow db")
         warm.setup()
         cold.setup()
-        with private_dockerd(services.docker_cli) as host:
+        with private_dockerd() as host:
             for name, conf in (("first", warm.conf("initial")), ("source", warm.conf("source_change")),
                                ("force", warm.conf("source_change", force_rebuild=True))):
                 progress(f"night {name}: {conf}")
                 nights[name] = warm.night(conf, host.host)
-        with private_dockerd(services.docker_cli) as host:
+        with private_dockerd() as host:
             progress("night cold: source_change into empty repositories, on an empty build host")
             nights["cold"] = cold.night(cold.conf("source_change"), host.host)
     finally:

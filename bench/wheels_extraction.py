@@ -29,33 +29,25 @@ import zipfile
 from pathlib import Path
 
 from big_image import build_and_push
-from local_services import Services, bench_prefix, registry_client, remove_tags, run_id
-from private_dockerd import private_dockerd
+from local_services import Services, bench_prefix, registry_client, run_id
 from registry_traffic import RegistryTraffic, Traffic, human_bytes
 from report import Ratio, Result, fmt_spread, main, median, progress, ratio
 
-FIXED_TIME = (2026, 11, 1, 12, 0, 0)
+from tests.support.dockerd import private_dockerd
+from tests.support.registries import remove_tags
+from tests.support.wheels import make_wheel as fabricated_wheel
 
 
 def make_wheel(folder: Path, payload_mib: int) -> Path:
-    """A real wheel (``WheelFile`` writes RECORD) with a ``payload_mib`` MiB native library, same bytes every run."""
-    from wheel.wheelfile import WheelFile
-
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "benchllm-0.1.0-cp311-cp311-linux_x86_64.whl"
+    """A real wheel (``WheelFile`` writes RECORD) with a ``payload_mib`` MiB native library, same bytes every
+    run (stored, not deflated: the library is random bytes); ``SHA256SUMS`` next to it."""
     filler = random.Random(7)  # noqa: S311 - filler bytes, the same in every run
-    entries = {
+    modules = {
         "benchllm/__init__.py": b"VERSION = '0.1.0'\n",
         "benchllm/_C.so": b"".join(filler.randbytes(1 << 20) for _ in range(payload_mib)),
-        "benchllm-0.1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: benchllm\nVersion: 0.1.0\n",
-        "benchllm-0.1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: bench\nRoot-Is-Purelib: false\n"
-                                          b"Tag: cp311-cp311-linux_x86_64\n",
     }
-    with WheelFile(path, "w") as wheel:
-        for name, data in entries.items():
-            info = zipfile.ZipInfo(name, date_time=FIXED_TIME)
-            info.compress_type = zipfile.ZIP_STORED if name.endswith(".so") else zipfile.ZIP_DEFLATED
-            wheel.writestr(info, data)
+    path = fabricated_wheel(folder, "benchllm", "0.1.0", tag="cp311-cp311-linux_x86_64", requires_python=None,
+                            modules=modules, compress_type=zipfile.ZIP_STORED)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     (folder / "SHA256SUMS").write_text(f"{digest}  {path.name}\n")
     return path
@@ -91,7 +83,7 @@ def run(args: argparse.Namespace, result: Result) -> None:
             progress(f"making a {args.wheel_mib} MiB wheel and the two images")
             wheel = make_wheel(root / "dist", args.wheel_mib)
             wheel_size = wheel.stat().st_size
-            with private_dockerd(services.docker_cli) as builder:
+            with private_dockerd() as builder:
                 wheels_image = build_and_push(services, builder, f"{services.cache_host}/{wheels_repo}:w-{rid}",
                                               layers=0, dist=root / "dist", base="scratch")
                 release_image = build_and_push(services, builder, f"{services.cache_host}/{release_repo}:r-{rid}",
@@ -109,7 +101,7 @@ def run(args: argparse.Namespace, result: Result) -> None:
             for i in range(args.repeat):
                 out = root / f"ref-{i}"
                 progress("reference: docker pull + create + cp /dist on an empty private dockerd")
-                with private_dockerd(services.docker_cli) as host:
+                with private_dockerd() as host:
                     traffic.start()
                     started = time.monotonic()
                     services.docker(["pull", release_image.ref], host=host.host)

@@ -6,42 +6,30 @@ Before the policy, the unknown commit was retried three times with exponential b
 
 from __future__ import annotations
 
-import json
-import os
 import sqlite3
-import subprocess
-import sys
+import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from rocm_release.core import task_ids as ids
-from tests.conftest import REPO, TEST_ENV
+from tests.support.demo import airflow_env, dags_test, demo_config, make_history, migrate, write_config
 
 pytestmark = pytest.mark.e2e
 
-AIRFLOW = str(Path(sys.executable).parent / "airflow")
 DAG_ID = "rocm_nightly_release"
 UNKNOWN = "f" * 40
 
 
 def test_unknown_commit_fails_in_resolve_release_at_once(services: dict[str, Any], tmp_path: Path) -> None:
-    demo = yaml.safe_load((REPO / "include" / "config" / "demo.yaml").read_text())
-    demo["project"]["git_url"] = f"file://{tmp_path}/tinyllm.git"
-    demo["wheel_store"]["url"] = f"file://{tmp_path}/wheels"
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(demo))
-    subprocess.run([sys.executable, str(REPO / "include" / "demo" / "make_history.py"), str(tmp_path / "tinyllm.git")],
-                   capture_output=True, check=True)
-    env = {**os.environ, **TEST_ENV, "AIRFLOW_HOME": str(tmp_path / "airflow"), "ROCM_NIGHTLY_CONFIG": str(config),
-           "ROCM_NIGHTLY_CACHE_DIR": str(tmp_path / "cache")}
-    subprocess.run([AIRFLOW, "db", "migrate"], env=env, capture_output=True, check=True)
+    config = write_config(tmp_path / "config.yaml", demo_config(tmp_path, f"policy-{uuid.uuid4().hex[:8]}"))
+    make_history(tmp_path / "tinyllm.git")
+    env = airflow_env(tmp_path / "airflow", config, cache_dir=tmp_path / "cache", unit_test_mode=True)
+    migrate(env)
 
-    proc = subprocess.run([AIRFLOW, "dags", "test", DAG_ID, "-c", json.dumps({"commit": UNKNOWN})], env=env,
-                          capture_output=True, text=True, check=False, timeout=600)
+    proc = dags_test(env, DAG_ID, {"commit": UNKNOWN}, timeout=600)
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0, output[-4000:]
     assert f"unknown commit or ref '{UNKNOWN}'" in output, output[-4000:]

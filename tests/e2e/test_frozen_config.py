@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import socket
-import subprocess
 import sys
 import threading
 import uuid
@@ -27,7 +24,8 @@ import yaml
 
 from rocm_release.adapters.registry.oci import OciRegistry
 from rocm_release.core.plan import release_tag
-from tests.conftest import REPO, TEST_ENV
+from tests.support.demo import airflow_env, dags_test, demo_config, make_history, migrate
+from tests.support.net import closed_port
 
 pytestmark = pytest.mark.e2e
 
@@ -88,16 +86,8 @@ class _Forward(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def proxy(services: dict[str, Any], tmp_path: Path) -> Iterator[tuple[SwappingProxy, dict[str, Any]]]:
-    demo = yaml.safe_load((REPO / "include" / "config" / "demo.yaml").read_text())
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        nowhere = f"127.0.0.1:{s.getsockname()[1]}"
-    run_id = uuid.uuid4().hex[:8]
-    demo["project"]["git_url"] = f"file://{tmp_path}/tinyllm.git"
-    demo["variants"] = [v for v in demo["variants"] if v["name"] == VARIANT]
-    demo["cache_registry"]["repository"] = f"frozen-{run_id}/tinyllm"
-    demo["public_registry"]["repository"] = f"frozen-{run_id}/tinyllm-rocm"
-    demo["wheel_store"]["url"] = f"file://{tmp_path}/wheels"
+    demo = demo_config(tmp_path, f"frozen-{uuid.uuid4().hex[:8]}", variants=[VARIANT])
+    nowhere = f"127.0.0.1:{closed_port()}"
     swapped = json.loads(json.dumps(demo))
     swapped["cache_registry"]["host"] = nowhere
     swapped["public_registry"]["host"] = nowhere
@@ -119,15 +109,11 @@ def proxy(services: dict[str, Any], tmp_path: Path) -> Iterator[tuple[SwappingPr
 def test_a_config_changed_mid_run_does_not_change_the_run(proxy: tuple[SwappingProxy, dict[str, Any]],
                                                          tmp_path: Path) -> None:
     server, demo = proxy
-    history = subprocess.run([sys.executable, str(REPO / "include" / "demo" / "make_history.py"),
-                              str(tmp_path / "tinyllm.git")], capture_output=True, text=True, check=True)
-    commit = json.loads(history.stdout.strip().splitlines()[-1])["initial"]
-    env = {**os.environ, **TEST_ENV, "AIRFLOW_HOME": str(tmp_path / "airflow"),
-           "ROCM_NIGHTLY_CONFIG": str(server.config), "ROCM_NIGHTLY_CACHE_DIR": str(tmp_path / "cache")}
-    subprocess.run([AIRFLOW, "db", "migrate"], env=env, capture_output=True, check=True)
+    commit = make_history(tmp_path / "tinyllm.git")["initial"]
+    env = airflow_env(tmp_path / "airflow", server.config, cache_dir=tmp_path / "cache", unit_test_mode=True)
+    migrate(env)
 
-    proc = subprocess.run([AIRFLOW, "dags", "test", DAG_ID, "-c", json.dumps({"commit": commit})], env=env,
-                          capture_output=True, text=True, check=False, timeout=900)
+    proc = dags_test(env, DAG_ID, {"commit": commit})
 
     assert server.swapped, "resolve_release never looked the parent up: the config was not swapped mid-run"
     assert "does-not-exist" in server.config.read_text()

@@ -2,62 +2,66 @@
 
 A manual run without Params is a dry run: it prints every decision and changes nothing (registries and
 store compared before and after). With `dry_run=false` and `keep_commits` it deletes exactly what must go.
-The history (tests/integration/retention_history.py) is pushed to repositories of this module's own.
+The history (tests/support/retention_history.py) is pushed to repositories of this module's own; a test
+that finds it changed by an earlier one (a run that deleted) gets a new history in new repositories, so
+every test can run alone or in any order.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from rocm_release.adapters.registry.oci import OciRegistry
-from tests.conftest import REPO, TEST_ENV
-from tests.integration.retention_history import History, OciPusher, build_history, build_store, expected_tags
+from tests.support.demo import airflow_env, dags_test, demo_config, migrate, write_config
+from tests.support.retention_history import History, OciPusher, build_history, build_store, expected_tags
 
 pytestmark = pytest.mark.e2e
 
-AIRFLOW = str(Path(sys.executable).parent / "airflow")
 DAG_ID = "rocm_release_retention"
 KEEP = 3
 
 
 class Scene:
-    """Config, registries, store and the history pushed into them."""
+    """Config, registries, store and the history pushed into them; an Airflow home of its own."""
 
     def __init__(self, root: Path) -> None:
+        self.root = root
+        self.config_file = root / "config.yaml"
+        self.env = airflow_env(root / "airflow", self.config_file, unit_test_mode=True)
+        migrate(self.env)
+        self.pushed: tuple[dict[str, set[str]], set[str]] | None = None
+
+    def new_history(self) -> None:
+        """A history in new repositories and a new store; the config names them."""
         from airflow.sdk import ObjectStoragePath
 
         run = uuid.uuid4().hex[:8]
-        demo = yaml.safe_load((REPO / "include" / "config" / "demo.yaml").read_text())
-        demo["cache_registry"]["repository"] = f"retention-e2e-{run}/tinyllm"
-        demo["public_registry"]["repository"] = f"retention-e2e-{run}/tinyllm-rocm"
-        demo["wheel_store"]["url"] = f"file://{root}/wheels"
-        (root / "wheels").mkdir()
-        self.config_file = root / "config.yaml"
-        self.config_file.write_text(yaml.safe_dump(demo))
-        self.hosts = {"cache": demo["cache_registry"]["host"], "public": demo["public_registry"]["host"]}
-        self.repos = {"cache": demo["cache_registry"]["repository"], "public": demo["public_registry"]["repository"]}
-        self.store = root / "wheels"
+        folder = self.root / run
+        config = demo_config(folder, f"retention-e2e-{run}")
+        write_config(self.config_file, config)
+        self.hosts = {"cache": config["cache_registry"]["host"], "public": config["public_registry"]["host"]}
+        self.repos = {"cache": config["cache_registry"]["repository"],
+                      "public": config["public_registry"]["repository"]}
+        self.store = folder / "wheels"
+        self.store.mkdir(parents=True)
         self.history: History = build_history(
             OciPusher({r: f"http://{h}" for r, h in self.hosts.items()}, self.repos),
             n=12, keep=KEEP, public_recent=5, boundary=lambda: None)
-        build_store(ObjectStoragePath(demo["wheel_store"]["url"]), demo["wheel_store"]["url"], self.history, root)
-        self.env = {**os.environ, **TEST_ENV, "AIRFLOW_HOME": str(root / "airflow"),
-                    "ROCM_NIGHTLY_CONFIG": str(self.config_file)}
-        subprocess.run([AIRFLOW, "db", "migrate"], env=self.env, capture_output=True, check=True, timeout=300)
+        build_store(ObjectStoragePath(config["wheel_store"]["url"]), config["wheel_store"]["url"], self.history,
+                    folder)
+        self.pushed = (self.tags(), self.folders())
+
+    def unchanged(self) -> bool:
+        """Registries and store hold exactly the history as pushed."""
+        return self.pushed is not None and self.pushed == (self.tags(), self.folders())
 
     def run(self, conf: dict[str, Any] | None = None) -> str:
         """One successful `airflow dags test`; its output (task logs included)."""
-        args = [AIRFLOW, "dags", "test", DAG_ID] + (["-c", json.dumps(conf)] if conf else [])
-        proc = subprocess.run(args, env=self.env, capture_output=True, text=True, check=False, timeout=600)
+        proc = dags_test(self.env, DAG_ID, conf, timeout=600)
         output = proc.stdout + proc.stderr
         assert proc.returncode == 0, output[-6000:]
         return output
@@ -71,8 +75,16 @@ class Scene:
 
 
 @pytest.fixture(scope="module")
-def scene(services: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Scene:
+def world(services: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Scene:
     return Scene(tmp_path_factory.mktemp("retention-e2e"))
+
+
+@pytest.fixture
+def scene(world: Scene) -> Scene:
+    """The world with its history as pushed: the same one as the test before, unless that one changed it."""
+    if not world.unchanged():
+        world.new_history()
+    return world
 
 
 def test_a_manual_run_is_a_dry_run_that_changes_nothing(scene: Scene) -> None:

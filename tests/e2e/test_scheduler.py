@@ -36,6 +36,10 @@ night at once (today 02:00, the tip `source_change_2`, on a new base) and move
 `nightly` before the test can observe anything. Manual runs and backfills do
 not depend on that switch.
 
+The three steps are module-scoped fixtures (`manual_run`, then `backfill`), each done once, when a
+test first asks for it, so that every test can also run alone: the backfill test gets the manual run
+first, the pool test both.
+
 Wall time, 2 cores, services up, 7 passing module runs: 106-147 s in all
 (startup: db migrate until the DAG is listed 12-30 s; manual run 40-56 s, of
 which 15-29 s are the rescheduled sensor's wait; backfill 36-66 s; teardown
@@ -49,24 +53,31 @@ import ipaddress
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import pytest
-import yaml
 
+from rocm_release.adapters.config_file import load_config
 from rocm_release.adapters.registry.oci import OciRegistry
-from rocm_release.core.plan import LABEL_COMMIT
-from tests.conftest import REPO
-from tests.e2e.conftest import import_pools_and_connections
+from rocm_release.core.plan import LABEL_COMMIT, nightly_wheels_prefix, public_tag, wheels_prefix
+from tests.support.demo import (
+    airflow_env,
+    demo_config,
+    import_pools_and_connections,
+    local_path,
+    make_history,
+    write_config,
+)
+from tests.support.net import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -122,48 +133,31 @@ def wait_for(what: str, check: Callable[[], T | None], timeout: float, *, alive:
         time.sleep(interval)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class World:
     """This module's config, registries, store, git history and its running Airflow services."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        tag = uuid.uuid4().hex[:8]
-        demo = yaml.safe_load((REPO / "include" / "config" / "demo.yaml").read_text())
-        demo["project"]["git_url"] = f"file://{root}/tinyllm.git"
+        demo = demo_config(root, f"e2e-sched-{uuid.uuid4().hex[:8]}")
         assert [v["name"] for v in demo["variants"]] == [VARIANT, OTHER]
-        demo["cache_registry"]["repository"] = f"e2e-sched-{tag}/tinyllm"
-        demo["public_registry"]["repository"] = f"e2e-sched-{tag}/tinyllm-rocm"
-        demo["wheel_store"]["url"] = f"file://{root}/wheels"
         demo["sensors"]["poke_interval"] = SENSOR_POKE_INTERVAL
         demo["sensors"]["max_wait"] = SENSOR_MAX_WAIT
-        self.config = demo
-        self.config_file = root / "config.yaml"
-        self.config_file.write_text(yaml.safe_dump(demo))
+        self.config_file = write_config(root / "config.yaml", demo)
+        self.config = load_config(self.config_file)
+        self.store_url = self.config.wheel_store.url
         self.store = root / "wheels"
         self.store.mkdir()
-        out = subprocess.run([sys.executable, str(REPO / "include" / "demo" / "make_history.py"),
-                              str(root / "tinyllm.git")], capture_output=True, text=True, check=True)
-        self.commits: dict[str, str] = json.loads(out.stdout.strip().splitlines()[-1])
-        self.public = OciRegistry(demo["public_registry"]["host"], scheme="http")
-        self.public_repo = demo["public_registry"]["repository"]
+        self.commits = make_history(root / "tinyllm.git")
+        self.public = OciRegistry(self.config.public_registry.host, scheme="http")
+        self.public_repo = self.config.public_registry.repository
         self.home = root / "airflow"
         self.home.mkdir()
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
         self.env = {
-            **env,
+            **airflow_env(self.home, self.config_file, cache_dir=root / "cache", base=env),
             "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-            "AIRFLOW_HOME": str(self.home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
             "AIRFLOW__API__HOST": "127.0.0.1",
@@ -174,8 +168,6 @@ class World:
             # (Re-parsing sooner than the default 30 s would only add writers to the SQLite database.)
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
-            "ROCM_NIGHTLY_CONFIG": str(self.config_file),
-            "ROCM_NIGHTLY_CACHE_DIR": str(root / "cache"),
         }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.http: httpx.Client | None = None
@@ -379,12 +371,19 @@ class World:
         return self.public.labels(self.public_repo, digest).get(LABEL_COMMIT) if digest else None
 
     def nightly_digest(self, variant: str) -> str | None:
-        found = self.public.lookup(self.public_repo, f"nightly-{variant}")
+        found = self.public.lookup(self.public_repo, public_tag(self.config.public_tags.nightly, variant=variant,
+                                                                commit=""))
         return found.digest if found.present else None
 
     def nightly_index(self, variant: str) -> str | None:
-        page = self.store / "nightly" / variant / "index.html"
+        page = local_path(nightly_wheels_prefix(self.store_url, variant)) / "index.html"
         return page.read_text() if page.exists() else None
+
+    def published(self, commit: str, variant: str) -> bool:
+        """The commit's wheel index and its public image (``nightly-<commit>-<variant>``) are there."""
+        tag = public_tag(self.config.public_tags.nightly_commit, variant=variant, commit=commit)
+        return ((local_path(wheels_prefix(self.store_url, commit, variant)) / "index.html").exists()
+                and self.public.lookup(self.public_repo, tag).present)
 
     def nightly_index_commit(self, variant: str) -> str | None:
         """The commit the `nightly/<variant>/` index names (meta rocm-nightly:commit)."""
@@ -431,15 +430,28 @@ def world(services: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) ->
         print("\n" + "\n".join(lines))
 
 
-def test_manual_run_with_params_through_the_api_publishes_promotes_and_reschedules_a_sensor(world: World) -> None:
+@dataclass(frozen=True)
+class ManualRun:
+    """The manual run's id and the RELEASE.json it wrote (a later backfill of the commit rewrites it)."""
+
+    run_id: str
+    report: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def manual_run(world: World) -> ManualRun:
+    """A manual run triggered like the UI form does, of `initial` (promote, rocm710 only).
+
+    While it runs, the store gives no definitive answer about the commit's wheels (index.html unreadable)
+    until the sensor has been rescheduled once; then it is repaired.
+    """
     initial = world.commits["initial"]
-    # The store gives no definitive answer about this commit's wheels (index.html unreadable) until repaired.
-    blocked = world.store / initial / VARIANT / "index.html"
+    blocked = local_path(wheels_prefix(world.store_url, initial, VARIANT)) / "index.html"
     blocked.mkdir(parents=True)
     started = time.monotonic()
     run = world.send("POST", f"/dags/{DAG_ID}/dagRuns",
                      {"logical_date": None, "conf": {"commit": initial, "promote": True, "variants": [VARIANT]}})
-    run_id = run["dag_run_id"]
+    run_id: str = run["dag_run_id"]
     assert run["logical_date"] is None and run["run_type"] == "manual"
 
     sensor = f"{VARIANT}.check_wheels_published"
@@ -449,7 +461,57 @@ def test_manual_run_with_params_through_the_api_publishes_promotes_and_reschedul
     blocked.rmdir()
     world.finished(run_id)
     TIMINGS["manual run (initial, full rebuild of one variant)"] = time.monotonic() - started
+    return ManualRun(run_id, world.release_report(initial))
 
+
+@dataclass(frozen=True)
+class Backfill:
+    """The backfill of 11-02 and 11-03 (after the manual run): what the dry run planned, the backfill as
+    created and as completed, and the `nightly` alias of rocm710 (image digest, index page) before it."""
+
+    planned: dict[str, Any]
+    created: dict[str, Any]
+    done: dict[str, Any]
+    nightly_digest: str | None
+    nightly_index: str | None
+
+
+def backfill_runs(world: World) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = world.get(f"/dags/{DAG_ID}/dagRuns", run_type=["backfill"])["dag_runs"]
+    return found
+
+
+@pytest.fixture(scope="module")
+def backfill(world: World, manual_run: ManualRun) -> Backfill:
+    """A backfill of 2026-11-02 and 2026-11-03, both variants, `max_active_runs` 1, after the manual run."""
+    nightly_digest, nightly_index = world.nightly_digest(VARIANT), world.nightly_index(VARIANT)
+    body = {
+        "dag_id": DAG_ID,
+        "from_date": "2026-11-02T02:00:00Z",
+        "to_date": "2026-11-03T02:00:00Z",
+        "dag_run_conf": {"variants": [VARIANT, OTHER]},
+        "reprocess_behavior": "none",
+        "max_active_runs": 1,
+        "run_backwards": False,
+    }
+    planned = world.send("POST", "/backfills/dry_run", body)
+    started = time.monotonic()
+    created = world.create_backfill(body)
+    wait_for("both backfill runs to finish", lambda: len(found := backfill_runs(world)) == len(BACKFILL) and all(
+        r["state"] in ("success", "failed") for r in found), 2 * RUN_TIMEOUT, alive=world.alive, interval=1)
+    done = wait_for("the backfill to be marked complete",
+                    lambda: (b if (b := world.get(f"/backfills/{created['id']}"))["completed_at"] else None),
+                    60, alive=world.alive)
+    TIMINGS["backfill (2 nights, 2 variants)"] = time.monotonic() - started
+    return Backfill(planned, created, done, nightly_digest, nightly_index)
+
+
+def test_manual_run_with_params_through_the_api_publishes_promotes_and_reschedules_a_sensor(
+    world: World, manual_run: ManualRun
+) -> None:
+    initial = world.commits["initial"]
+    run_id = manual_run.run_id
+    sensor = f"{VARIANT}.check_wheels_published"
     log = world.log(run_id, sensor)
     assert "No answer yet about wheels_published" in log and "ABSENT" in log, log[-3000:]
     tis = world.task_instances(run_id)
@@ -461,7 +523,7 @@ def test_manual_run_with_params_through_the_api_publishes_promotes_and_reschedul
     plan = world.xcom(run_id, "resolve_release")
     assert plan["commit"] == initial and plan["run_kind"] == "manual" and plan["promote"] is True
     assert [v["variant"]["name"] for v in plan["variants"]] == [VARIANT]
-    report = world.release_report(initial)
+    report = manual_run.report
     assert report["outcome"] == "published" and report["run_id"] == run_id and list(report["variants"]) == [VARIANT]
     entry = report["variants"][VARIANT]
     assert entry["path"] == "built: build_base_image, build_wheels, build_release_image"
@@ -474,37 +536,13 @@ def test_manual_run_with_params_through_the_api_publishes_promotes_and_reschedul
     assert world.listening() == {f"127.0.0.1:{world.port}"}
 
 
-def test_backfill_releases_the_tip_as_of_each_night_and_never_promotes(world: World) -> None:
-    nightly_digest, nightly_index = world.nightly_digest(VARIANT), world.nightly_index(VARIANT)
-    assert nightly_digest and nightly_index
-    body = {
-        "dag_id": DAG_ID,
-        "from_date": "2026-11-02T02:00:00Z",
-        "to_date": "2026-11-03T02:00:00Z",
-        "dag_run_conf": {"variants": [VARIANT, OTHER]},
-        "reprocess_behavior": "none",
-        "max_active_runs": 1,
-        "run_backwards": False,
-    }
-    planned = world.send("POST", "/backfills/dry_run", body)
-    assert sorted(_utc(b["logical_date"]) for b in planned["backfills"]) == sorted(BACKFILL)
-    started = time.monotonic()
-    backfill = world.create_backfill(body)
-    assert backfill["max_active_runs"] == 1 and backfill["reprocess_behavior"] == "none"
+def test_backfill_releases_the_tip_as_of_each_night_and_never_promotes(world: World, backfill: Backfill) -> None:
+    assert backfill.nightly_digest and backfill.nightly_index  # the manual run promoted initial
+    assert sorted(_utc(b["logical_date"]) for b in backfill.planned["backfills"]) == sorted(BACKFILL)
+    assert backfill.created["max_active_runs"] == 1 and backfill.created["reprocess_behavior"] == "none"
+    assert backfill.done["completed_at"]
 
-    def runs() -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = world.get(f"/dags/{DAG_ID}/dagRuns", run_type=["backfill"])["dag_runs"]
-        return found
-
-    wait_for("both backfill runs to finish", lambda: len(found := runs()) == len(BACKFILL) and all(
-        r["state"] in ("success", "failed") for r in found), 2 * RUN_TIMEOUT, alive=world.alive, interval=1)
-    done = wait_for("the backfill to be marked complete",
-                    lambda: (b if (b := world.get(f"/backfills/{backfill['id']}"))["completed_at"] else None),
-                    60, alive=world.alive)
-    TIMINGS["backfill (2 nights, 2 variants)"] = time.monotonic() - started
-    assert done["completed_at"]
-
-    by_date = {_utc(r["logical_date"]): r for r in runs()}
+    by_date = {_utc(r["logical_date"]): r for r in backfill_runs(world)}
     assert set(by_date) == set(BACKFILL)
     for date, label in BACKFILL.items():
         run = world.finished(by_date[date]["dag_run_id"])
@@ -521,8 +559,7 @@ def test_backfill_releases_the_tip_as_of_each_night_and_never_promotes(world: Wo
         for variant in (VARIANT, OTHER):
             entry = report["variants"][variant]
             assert entry["promotion"] == {"promoted": False, "why": "backfills never promote"}
-            assert (world.store / commit / variant / "index.html").exists()
-            assert world.public.lookup(world.public_repo, f"nightly-{commit}-{variant}").present
+            assert world.published(commit, variant)
     initial, source_change = (world.release_report(world.commits[c])["variants"] for c in ("initial", "source_change"))
     # 11-02 is the commit the manual run built for rocm710: reused; rocm723 had nothing yet.
     assert initial[VARIANT]["path"] == "reused: no build"
@@ -532,13 +569,13 @@ def test_backfill_releases_the_tip_as_of_each_night_and_never_promotes(world: Wo
     # The nightly aliases did not move, although source_change is newer than what they name, and
     # rocm723 (never promoted) still has none.
     assert world.nightly_commit(VARIANT) == world.commits["initial"]
-    assert world.nightly_digest(VARIANT) == nightly_digest
+    assert world.nightly_digest(VARIANT) == backfill.nightly_digest
     assert world.nightly_index_commit(VARIANT) == world.commits["initial"]
-    assert world.nightly_index(VARIANT) == nightly_index
+    assert world.nightly_index(VARIANT) == backfill.nightly_index
     assert world.nightly_digest(OTHER) is None and world.nightly_index(OTHER) is None
 
 
-def test_builds_use_the_pool_and_queue_and_every_sensor_succeeded(world: World) -> None:
+def test_builds_use_the_pool_and_queue_and_every_sensor_succeeded(world: World, backfill: Backfill) -> None:
     runs = world.get(f"/dags/{DAG_ID}/dagRuns")["dag_runs"]
     assert sorted(r["run_type"] for r in runs) == ["backfill", "backfill", "manual"]  # no scheduled run
     builds = []

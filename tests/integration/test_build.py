@@ -30,11 +30,8 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
-import sys
 import tarfile
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -43,7 +40,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
@@ -66,13 +62,12 @@ from rocm_release.core.plan import (
     ReleasePlan,
     make_plan,
 )
+from tests.support.demo import demo_config, make_history
+from tests.support.dockerd import PrivateDockerd, private_dockerd
+from tests.support.registries import remove_tags
 
 pytestmark = pytest.mark.integration
 
-DOCKERD = "/usr/sbin/dockerd"
-DOCKERD_START_DEADLINE = 60.0
-DOCKERD_STOP_DEADLINE = 30.0
-MAKE_HISTORY = REPO_ROOT / "include" / "demo" / "make_history.py"
 VARIANT = "rocm710"
 STAGES = ("base", "wheels", "release")
 CANARY_ID = "canary_secret"
@@ -83,91 +78,6 @@ CACHED_RE = re.compile(r"^(#\d+) CACHED$")
 # A Dockerfile instruction step ("[stage 2/4] RUN ..."), as opposed to "[internal] load ..." bookkeeping.
 INSTRUCTION_RE = re.compile(r"^\[(?:[\w.-]+ )?\d+/\d+\] (?P<instruction>[A-Z]+) ")
 BUILD_START_RE = re.compile(r"^building (?P<kind>\w+) \(")
-
-
-# --------------------------------------------------------------------------- a private dockerd
-
-
-class PrivateDockerd:
-    """A ``dockerd`` of this module's own: fresh data root, its own exec root (and containerd), own socket.
-
-    The runtime files live under a short folder in /tmp: the containerd socket
-    below the exec root must stay under the 108-byte unix socket limit.
-    """
-
-    def __init__(self, root: Path, name: str) -> None:
-        self.name = name
-        self.data_root = root / f"{name}-data"
-        self.log_path = root / f"{name}-dockerd.log"
-        self.run_dir = Path(tempfile.mkdtemp(prefix=f"rn-{name}-", dir="/tmp"))
-        self.exec_root = self.run_dir / "exec"
-        self.socket = self.run_dir / "docker.sock"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def host(self) -> str:
-        return f"unix://{self.socket}"
-
-    def start(self) -> None:
-        argv = [
-            DOCKERD, "--data-root", str(self.data_root), "--exec-root", str(self.exec_root),
-            "--pidfile", str(self.run_dir / "dockerd.pid"), "-H", self.host,
-            "--bridge=none", "--iptables=false", "--ip-masq=false",
-        ]
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-        deadline = time.monotonic() + DOCKERD_START_DEADLINE
-        transport = httpx.HTTPTransport(uds=str(self.socket))
-        with httpx.Client(transport=transport, base_url="http://docker", timeout=2.0) as client:
-            while True:
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"dockerd {self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
-                try:
-                    if self.socket.exists() and client.get("/_ping").text == "OK":
-                        return
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"dockerd {self.name} did not answer within "
-                                         f"{DOCKERD_START_DEADLINE:.0f}s:\n{self.log_tail()}")
-                time.sleep(0.1)  # polling a socket for readiness, bounded by the deadline above
-
-    def log_tail(self) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:])
-
-    def _leftovers(self) -> list[int]:
-        """containerd and shims that this daemon's exec root started and that outlived it."""
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if cmdline and b"containerd" in os.path.basename(cmdline[0]) and any(
-                str(self.exec_root).encode() in arg for arg in cmdline
-            ):
-                found.append(int(entry.name))
-        return found
-
-    def stop(self) -> None:
-        """Stop the daemon (it stops its containerd), end anything it left, remove its folders."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=DOCKERD_STOP_DEADLINE)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=DOCKERD_STOP_DEADLINE)
-        for pid in self._leftovers():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        shutil.rmtree(self.data_root, ignore_errors=True)
-        shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- the test's world
@@ -239,6 +149,11 @@ class World:
     def repo(self) -> str:
         return self.config.cache_registry.repository
 
+    @property
+    def repo_prefix(self) -> str:
+        """``<prefix>`` of the repositories ``<prefix>/tinyllm`` (cache) and ``<prefix>/tinyllm-rocm``."""
+        return self.repo.rsplit("/", 1)[0]
+
     def context(self, label: str) -> Path:
         """The source at a commit of the demo history, exported as a build task does."""
         if label not in self.contexts:
@@ -307,13 +222,9 @@ class World:
         return {f.name: f.sha256 for f in read_dist(self.registry, self.repo, self.digest(ref))}
 
 
-def _config(root: Path, repository: str, **build: Any) -> ReleaseConfig:
+def _config(root: Path, repository_prefix: str, **build: Any) -> ReleaseConfig:
     """The demo config with this module's git repository, cache repository and one variant."""
-    demo = yaml.safe_load((REPO_ROOT / "include" / "config" / "demo.yaml").read_text())
-    demo["project"]["git_url"] = f"file://{root}/tinyllm.git"
-    demo["variants"] = [v for v in demo["variants"] if v["name"] == VARIANT]
-    demo["cache_registry"]["repository"] = repository
-    demo["wheel_store"]["url"] = f"file://{root}/wheels"
+    demo = demo_config(root, repository_prefix, [VARIANT])
     demo["build"].update(build)
     return parse_config(yaml.safe_dump(demo), "test_build config", repo_root=str(REPO_ROOT))
 
@@ -321,10 +232,8 @@ def _config(root: Path, repository: str, **build: Any) -> ReleaseConfig:
 @pytest.fixture(scope="module")
 def world(services: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     root = tmp_path_factory.mktemp("build")
-    out = subprocess.run([sys.executable, str(MAKE_HISTORY), str(root / "tinyllm.git")],
-                         capture_output=True, text=True, check=True).stdout
-    shas: dict[str, str] = json.loads(out.strip().splitlines()[-1])
-    config = _config(root, f"build-test-{uuid.uuid4().hex[:10]}/tinyllm")
+    shas = make_history(root / "tinyllm.git")
+    config = _config(root, f"build-test-{uuid.uuid4().hex[:10]}")
     mirror = GitMirror(config.project.git_url, root / "git-cache")
     mirror.update()
     base_os = services["base_os_image"]
@@ -332,18 +241,12 @@ def world(services: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) ->
     assert config.project.parent_image == base_os["tag_reference"]
     parent = f"{base_os['tag_reference']}@{base_os['digest']}"
     registry = OciRegistry(config.cache_registry.host, scheme=config.cache_registry.scheme)
-    daemon = PrivateDockerd(root, "a")
     try:
-        daemon.start()
-        yield World(root, config, mirror, shas, registry, parent, daemon)
+        with private_dockerd(root, "a") as daemon:
+            yield World(root, config, mirror, shas, registry, parent, daemon)
     finally:
-        daemon.stop()
-        try:
-            tags = list(registry.tag_names(config.cache_registry.repository))
-            if tags:
-                registry.delete_tags(config.cache_registry.repository, tags)
-        finally:
-            registry.close()
+        registry.close()
+        remove_tags(config.cache_registry.host, [config.cache_registry.repository])
 
 
 @pytest.fixture(scope="module")
@@ -516,17 +419,13 @@ def test_base_key_follows_base_inputs_only(world: World) -> None:
 
 
 def test_empty_daemon_takes_base_layers_from_the_registry(world: World, cold: dict[str, StageRun]) -> None:
-    fresh = PrivateDockerd(world.root, "b")
-    try:
-        fresh.start()
+    with private_dockerd(world.root, "b") as fresh:
         assert world.docker("images", "--all", "--quiet", daemon=fresh) == "", "daemon b is not empty"
         plan = world.plan("initial")
         v = plan.variant(VARIANT)
         run = world.build(plan, world.context("initial"), "base", run_id=f"empty-{uuid.uuid4().hex[:8]}",
                           daemon=fresh)
         print(f"\nbase + base wheels on an empty daemon, cache from the registry: {run.seconds:.1f}s")
-    finally:
-        fresh.stop()
     base_lines = run.builds()["base"]
     cache_ref = plan.cache_ref(v.cache_tags.base)
     assert any(line.endswith(f"importing cache manifest from {cache_ref}") for line in base_lines), base_lines
@@ -557,7 +456,7 @@ def test_build_secret_is_used_but_never_shown(world: World, monkeypatch: pytest.
 
     canary = f"canary-{secrets.token_hex(16)}"
     monkeypatch.setenv(f"AIRFLOW_CONN_{CANARY_ID.upper()}", json.dumps({"conn_type": "generic", "password": canary}))
-    config = _config(world.root, world.repo, secrets=[CANARY_ID])
+    config = _config(world.root, world.repo_prefix, secrets=[CANARY_ID])
     assert config.build.secrets == (CANARY_ID,)
     # The sample project with a base Dockerfile that reads the secret.
     context = world.root / "src" / "canary"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import re
 import subprocess
@@ -24,13 +23,13 @@ from typing import Any
 
 import pytest
 
-from rocm_release.adapters.config_file import REPO_ROOT, load_config
+from rocm_release.adapters.config_file import load_config
 from rocm_release.adapters.git import GitMirror
+from tests.support.demo import DEMO_CONFIG, make_history
 
 pytestmark = pytest.mark.integration
 
-MAKE_HISTORY = REPO_ROOT / "include" / "demo" / "make_history.py"
-CONFIG = load_config(REPO_ROOT / "include" / "config" / "demo.yaml")
+CONFIG = load_config(DEMO_CONFIG)
 VARIANT = CONFIG.variant("rocm723")
 TEST_REPOSITORY = "rocm-nightly/demo-dockerfiles-test"
 LOCAL = "rocm-nightly-demo-test"  # local tag prefix of every image this module builds
@@ -122,10 +121,7 @@ def docker(services: dict[str, Any]) -> Iterator[Docker]:
 def source(tmp_path_factory: pytest.TempPathFactory) -> tuple[GitMirror, dict[str, str], Path]:
     """The demo history, a mirror of it, and a folder for build contexts."""
     root = tmp_path_factory.mktemp("demo-build")
-    out = subprocess.run(
-        [sys.executable, str(MAKE_HISTORY), str(root / "tinyllm.git")], capture_output=True, text=True, check=True
-    ).stdout
-    shas: dict[str, str] = json.loads(out)
+    shas = make_history(root / "tinyllm.git")
     mirror = GitMirror(f"file://{root / 'tinyllm.git'}", root / "cache")
     mirror.update()
     return mirror, shas, root

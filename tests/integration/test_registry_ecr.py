@@ -28,13 +28,11 @@ Where moto differs from real ECR, and what these tests do about it:
 
 from __future__ import annotations
 
-import hashlib
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from functools import partial
 from typing import Any
 
 import pytest
@@ -43,61 +41,45 @@ from rocm_release.adapters.registry.ecr import EcrRegistry
 from rocm_release.adapters.registry.ecr_errors import EcrImageNotFoundError
 from rocm_release.core.names import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST
 from rocm_release.core.registry import FatalRegistryError, ImageRegistry, TransientRegistryError
-from tests.integration.moto_server import MOTO_ACCOUNT, MOTO_ECR_HOST, MOTO_REGION, moto_api, moto_server
-from tests.integration.registries import free_port
+from tests.support.ecr import BlobServer, put_image, record_calls, stub_download_url
+from tests.support.ecr import ecr_image as make_image
+from tests.support.ecr import ecr_index as make_index
+from tests.support.moto import (
+    MOTO_ACCOUNT,
+    MOTO_ECR_HOST,
+    MOTO_REGION,
+    admin_client,
+    conn_env_name,
+    conn_json,
+    moto_api,
+    set_connection,
+)
+from tests.support.net import closed_port
+from tests.support.registries import digest_of as sha256
 
 pytestmark = pytest.mark.integration
 
 ACCOUNT, REGION, HOST = MOTO_ACCOUNT, MOTO_REGION, MOTO_ECR_HOST
 CONN_ID = "ecr_moto"
 REPO = "rocm-nightly/tinyllm"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+push = partial(put_image, repo=REPO)
 
 
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-
-def conn_json(endpoint: str, **credentials: str) -> str:
-    """An AIRFLOW_CONN_* value for moto; ``login``/``password`` are the access key (moto's ``testing``)."""
-    extra = {"region_name": REGION, "endpoint_url": endpoint}
-    return json.dumps({"conn_type": "aws", "login": "testing", "password": "testing", **credentials, "extra": extra})
-
-
-
-# -- the moto server ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A moto server process of this module's own on 127.0.0.1."""
-    with moto_server(tmp_path_factory.mktemp("moto")) as url:
-        yield url
+# -- the moto server (``moto_url``: a module's own, tests/conftest.py) ----------------------------
 
 
 @pytest.fixture
 def moto(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """A clean moto, and the Airflow connection ``ecr_moto`` pointing at it."""
     moto_api(moto_url, "reset")
-    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", conn_json(moto_url))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # never look for instance credentials
+    set_connection(monkeypatch.setenv, CONN_ID, moto_url)
     return moto_url
 
 
 @pytest.fixture
 def admin(moto: str) -> Any:
     """A plain boto3 client for setting the scene (pushing images), not the code under test."""
-    import boto3
-
-    client = boto3.client(
-        "ecr",
-        region_name=REGION,
-        endpoint_url=moto,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    client = admin_client("ecr", moto)
     client.create_repository(repositoryName=REPO)
     return client
 
@@ -105,72 +87,6 @@ def admin(moto: str) -> Any:
 @pytest.fixture
 def registry(moto: str) -> EcrRegistry:
     return EcrRegistry(HOST, aws_conn_id=CONN_ID)
-
-
-# -- images ---------------------------------------------------------------------------------------
-
-
-def make_image(seed: str, labels: dict[str, str] | None = None, docker: bool = False) -> tuple[bytes, bytes, str]:
-    """(manifest bytes, config blob, manifest media type) of a one-layer linux/amd64 image."""
-    layer = f"layer {seed}".encode()
-    config: dict[str, Any] = {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers"}}
-    config["config"] = {"Labels": labels} if labels is not None else {}
-    blob = json.dumps(config, sort_keys=True).encode()
-    media_type = DOCKER_MANIFEST if docker else OCI_MANIFEST
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": media_type,
-        "config": {"mediaType": DOCKER_CONFIG if docker else OCI_CONFIG, "digest": sha256(blob), "size": len(blob)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": sha256(layer), "size": 8}],
-    }
-    # indent=3: bytes no serializer would choose, so a re-serialized manifest would show
-    return json.dumps(manifest, indent=3).encode(), blob, media_type
-
-
-def make_index(children: dict[str, bytes], docker: bool = False) -> tuple[bytes, str]:
-    """An index over ``{"os/arch": manifest}`` plus a BuildKit-style attestation entry."""
-    media_type = DOCKER_MANIFEST_LIST if docker else OCI_INDEX
-    entries = [
-        {
-            "mediaType": OCI_MANIFEST,
-            "digest": sha256(raw),
-            "size": len(raw),
-            "platform": {"os": platform.split("/")[0], "architecture": platform.split("/")[1]},
-        }
-        for platform, raw in children.items()
-    ]
-    entries.append(
-        {
-            "mediaType": OCI_MANIFEST,
-            "digest": sha256(b"attestation"),
-            "size": 11,
-            "platform": {"os": "unknown", "architecture": "unknown"},
-            "annotations": {"vnd.docker.reference.type": "attestation-manifest"},
-        }
-    )
-    return json.dumps({"schemaVersion": 2, "mediaType": media_type, "manifests": entries}).encode(), media_type
-
-
-def push(admin: Any, raw: bytes, media_type: str, tag: str | None, repo: str = REPO, real_digest: bool = True) -> str:
-    """PutImage as a build would; ``imageDigest`` makes moto store ECR's digest (see module doc)."""
-    kwargs: dict[str, Any] = {"imageTag": tag} if tag else {}
-    if real_digest:
-        kwargs["imageDigest"] = sha256(raw)
-    answer = admin.put_image(
-        repositoryName=repo, imageManifest=raw.decode(), imageManifestMediaType=media_type, **kwargs
-    )
-    return str(answer["image"]["imageId"]["imageDigest"])
-
-
-def record_calls(registry: EcrRegistry) -> list[tuple[str, dict[str, Any]]]:
-    """Every ECR operation the registry's real client makes, with its parameters (observation only)."""
-    calls: list[tuple[str, dict[str, Any]]] = []
-
-    def seen(params: dict[str, Any], model: Any, **_: Any) -> None:
-        calls.append((model.name, dict(params)))
-
-    registry.client.meta.events.register("before-parameter-build.ecr", seen)
-    return calls
 
 
 # -- lookup ---------------------------------------------------------------------------------------
@@ -216,7 +132,7 @@ def test_lookup_absent_repository(registry: EcrRegistry) -> None:
 
 
 def test_injected_plain_boto3_client_needs_no_connection(admin: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(f"AIRFLOW_CONN_{CONN_ID.upper()}")
+    monkeypatch.delenv(conn_env_name(CONN_ID))
     raw, _, media_type = make_image("a")
     digest = push(admin, raw, media_type, "t")
     assert EcrRegistry(HOST, client=admin).lookup(REPO, "t").digest == digest
@@ -396,52 +312,10 @@ def test_list_and_delete_2000_tags(admin: Any, registry: EcrRegistry, record_pro
 # -- labels (GetDownloadUrlForLayer is stubbed: moto lacks it) ----------------------------------
 
 
-class BlobServer:
-    """A real HTTP server on 127.0.0.1 that serves blobs by digest (where ECR's S3 URLs would point)."""
-
-    def __init__(self) -> None:
-        self.blobs: dict[str, bytes] = {}
-        self.status = 200
-        self.requests: list[str] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                server.requests.append(self.path)
-                body = server.blobs.get(self.path.split("?")[0].lstrip("/"))
-                status = server.status if body is not None else 404
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(body or b"")))
-                self.end_headers()
-                self.wfile.write(body or b"")
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-
 @pytest.fixture
 def blob_server() -> Iterator[BlobServer]:
-    server = BlobServer()
-    yield server
-    server.httpd.shutdown()
-    server.httpd.server_close()
-
-
-def stub_download_url(registry: EcrRegistry, blob_server: BlobServer) -> None:
-    """Stub of the AWS service for GetDownloadUrlForLayer only: moto does not implement it."""
-    from botocore.awsrequest import AWSResponse
-
-    def answer(params: dict[str, Any], **_: Any) -> tuple[Any, dict[str, Any]]:
-        digest = json.loads(params["body"])["layerDigest"]
-        url = f"{blob_server.url}/{digest}?X-Amz-Signature=not-a-secret"
-        return AWSResponse(url, 200, {}, None), {"downloadUrl": url, "layerDigest": digest}
-
-    registry.client.meta.events.register("before-call.ecr.GetDownloadUrlForLayer", answer)
+    with BlobServer() as server:
+        yield server
 
 
 def test_labels_reads_the_config_blob(admin: Any, registry: EcrRegistry, blob_server: BlobServer) -> None:
@@ -525,7 +399,7 @@ def test_labels_of_an_absent_image_are_a_lookup_error(admin: Any, registry: EcrR
 
 
 def test_unreachable_endpoint_is_transient_and_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    closed = free_port()  # nothing listens here
+    closed = closed_port()
     monkeypatch.setenv("AIRFLOW_CONN_ECR_CLOSED", conn_json(f"http://127.0.0.1:{closed}"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     registry = EcrRegistry(HOST, aws_conn_id="ecr_closed")
@@ -548,17 +422,9 @@ def test_unreachable_endpoint_is_transient_and_named(monkeypatch: pytest.MonkeyP
 @pytest.fixture
 def moto_enforcing_iam(moto: str) -> Iterator[dict[str, str]]:
     """Moto checking credentials and IAM policies; yields a key of a user allowed only to log in."""
-    import boto3
-
-    kwargs: dict[str, Any] = {
-        "region_name": REGION,
-        "endpoint_url": moto,
-        "aws_access_key_id": "testing",
-        "aws_secret_access_key": "testing",
-    }
     moto_api(moto, "reset-auth", b"4")  # the next four calls set the scene, then IAM is enforced
     try:
-        iam = boto3.client("iam", **kwargs)
+        iam = admin_client("iam", moto)
         iam.create_user(UserName="login-only")
         key = iam.create_access_key(UserName="login-only")["AccessKey"]
         policy = {
@@ -566,7 +432,7 @@ def moto_enforcing_iam(moto: str) -> Iterator[dict[str, str]]:
             "Statement": [{"Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"}],
         }
         iam.put_user_policy(UserName="login-only", PolicyName="login", PolicyDocument=json.dumps(policy))
-        boto3.client("ecr", **kwargs).create_repository(repositoryName=REPO)
+        admin_client("ecr", moto).create_repository(repositoryName=REPO)
         yield {"login": key["AccessKeyId"], "password": key["SecretAccessKey"]}
     finally:
         moto_api(moto, "reset-auth", b"inf")
@@ -629,9 +495,9 @@ def test_ensure_repository_creates_once(registry: EcrRegistry) -> None:
 
 
 def test_client_is_built_lazily_from_the_connection(moto: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(f"AIRFLOW_CONN_{CONN_ID.upper()}")
+    monkeypatch.delenv(conn_env_name(CONN_ID))
     registry = EcrRegistry(HOST, aws_conn_id=CONN_ID)  # no connection yet: nothing is read
-    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", conn_json(moto))
+    monkeypatch.setenv(conn_env_name(CONN_ID), conn_json(moto))
     assert registry.client.meta.endpoint_url == moto
     assert registry.client.meta.region_name == REGION
     assert registry.client.meta.config.retries == {"mode": "standard", "total_max_attempts": 2}

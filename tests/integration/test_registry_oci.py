@@ -28,7 +28,7 @@ from rocm_release.adapters.registry.oci import OciRegistry, TagDeletionRefused
 from rocm_release.adapters.registry.oci_session import ReferenceNotFound
 from rocm_release.core.names import OCI_INDEX, OCI_MANIFEST
 from rocm_release.core.registry import FatalRegistryError, ImageRegistry, TransientRegistryError
-from tests.integration.registries import (
+from tests.support.registries import (
     REGISTRY_BIN,
     LocalRegistry,
     RequestLog,
@@ -38,8 +38,10 @@ from tests.integration.registries import (
     make_index,
     raw_push_blob,
     raw_put_manifest,
+    running_registry,
     unique_repo,
 )
+from tests.support.registries import token_registry as running_token_registry
 
 pytestmark = [
     pytest.mark.integration,
@@ -48,23 +50,19 @@ pytestmark = [
 
 
 # --------------------------------------------------------------------------------------------
-# Registries of this module (LocalRegistry and the image helpers live in registries.py)
+# Registries of this module (LocalRegistry and the image helpers live in tests/support/registries.py)
 
 
 @pytest.fixture(scope="module")
 def cache_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
-    reg = LocalRegistry(tmp_path_factory.mktemp("cache"))
-    reg.start()
-    yield reg
-    reg.stop()
+    with running_registry(tmp_path_factory.mktemp("cache")) as reg:
+        yield reg
 
 
 @pytest.fixture(scope="module")
 def public_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
-    reg = LocalRegistry(tmp_path_factory.mktemp("public"))
-    reg.start()
-    yield reg
-    reg.stop()
+    with running_registry(tmp_path_factory.mktemp("public")) as reg:
+        yield reg
 
 
 @pytest.fixture
@@ -438,20 +436,13 @@ def test_stopped_registry_is_transient_and_a_restarted_one_answers_again(tmp_pat
 
 
 # --------------------------------------------------------------------------------------------
-# bearer tokens, with a real registry configured for token auth (TokenServer: registries.py)
+# bearer tokens, with a real registry configured for token auth (TokenServer: tests/support/registries.py)
 
 
 @pytest.fixture(scope="module")
 def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalRegistry, TokenServer]]:
-    root = tmp_path_factory.mktemp("token")
-    tokens = TokenServer(root, {"alice": "s3cret", "reader": "r3ad"})
-    registry = LocalRegistry(root, auth={"token": {
-        "realm": tokens.realm, "service": "rocm-test-registry", "issuer": "rocm-test-issuer",
-        "rootcertbundle": str(tokens.bundle)}})
-    registry.start()
-    yield registry, tokens
-    registry.stop()
-    tokens.stop()
+    with running_token_registry(tmp_path_factory.mktemp("token"), {"alice": "s3cret", "reader": "r3ad"}) as both:
+        yield both
 
 
 def test_bearer_token_flow_fetches_a_token_per_scope_and_caches_it(

@@ -77,27 +77,22 @@ from rocm_release.core.plan import (
 from rocm_release.core.task_ids import RESOLVE_RELEASE as RESOLVE_TASK
 from rocm_release.core.task_ids import Artifact
 from rocm_release.tasks.sensors import ArtifactSensor
-from tests.conftest import REPO, TEST_ENV
-from tests.integration.moto_server import moto_server as start_moto
-from tests.integration.registries import (
+from tests.conftest import TEST_ENV
+from tests.support.demo import demo_document
+from tests.support.ecr import BlobServer, ecr_image, put_image, stub_download_url
+from tests.support.moto import MOTO_ECR_HOST as ECR_HOST
+from tests.support.moto import admin_client, moto_api, set_connection
+from tests.support.registries import (
     REGISTRY_BIN,
     LocalRegistry,
     RequestLog,
     TestImage,
     TokenServer,
     make_image,
+    running_registry,
     unique_repo,
 )
-from tests.integration.test_registry_ecr import HOST as ECR_HOST
-from tests.integration.test_registry_ecr import (
-    BlobServer,
-    conn_json,
-    moto_api,
-    sha256,
-    stub_download_url,
-)
-from tests.integration.test_registry_ecr import make_image as ecr_image
-from tests.integration.test_registry_ecr import push as ecr_push
+from tests.support.registries import token_registry as running_token_registry
 
 pytestmark = [
     pytest.mark.integration,
@@ -237,7 +232,7 @@ def logged(capfd: pytest.CaptureFixture[str]) -> str:
 def write_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache_registry: dict[str, Any],
                  *, timeout: int) -> ReleaseConfig:
     """include/config/demo.yaml with our cache registry and fast sensors; ``$ROCM_NIGHTLY_CONFIG`` names it."""
-    document = yaml.safe_load((REPO / "include" / "config" / "demo.yaml").read_text())
+    document = demo_document()
     document["cache_registry"] = cache_registry
     document["sensors"] = {"poke_interval": 1, "max_wait": 2, "timeout": timeout}
     path = tmp_path / "rocm-nightly.yaml"
@@ -305,34 +300,22 @@ def push_wheels_image(registry: LocalRegistry, plan: ReleasePlan, base_digest: s
 @pytest.fixture(scope="module")
 def cache_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
     """The cache registry of most tests (each test uses a repository of its own)."""
-    registry = LocalRegistry(tmp_path_factory.mktemp("sensor-cache"))
-    registry.start()
-    yield registry
-    registry.stop()
+    with running_registry(tmp_path_factory.mktemp("sensor-cache")) as registry:
+        yield registry
 
 
 @pytest.fixture
 def flaky_registry(tmp_path: Path) -> Iterator[LocalRegistry]:
     """A registry this test may stop and restart (same port, same storage)."""
-    registry = LocalRegistry(tmp_path / "flaky")
-    registry.root.mkdir()
-    registry.start()
-    yield registry
-    registry.stop()
+    with running_registry(tmp_path / "flaky") as registry:
+        yield registry
 
 
 @pytest.fixture(scope="module")
 def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalRegistry, TokenServer]]:
     """A registry with ``auth: token`` and its token issuer (one user: alice / s3cret)."""
-    root = tmp_path_factory.mktemp("sensor-token")
-    tokens = TokenServer(root, {"alice": "s3cret"})
-    registry = LocalRegistry(root, auth={"token": {
-        "realm": tokens.realm, "service": "rocm-test-registry", "issuer": "rocm-test-issuer",
-        "rootcertbundle": str(tokens.bundle)}})
-    registry.start()
-    yield registry, tokens
-    registry.stop()
-    tokens.stop()
+    with running_token_registry(tmp_path_factory.mktemp("sensor-token"), {"alice": "s3cret"}) as both:
+        yield both
 
 
 # --------------------------------------------------------------------------------------------
@@ -608,13 +591,6 @@ def test_a_full_check_of_one_variant_costs_at_most_14_registry_requests(
 # (8) ECR: the same base-unit answers against a moto server
 
 
-@pytest.fixture(scope="module")
-def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A moto server process of this module's own on 127.0.0.1."""
-    with start_moto(tmp_path_factory.mktemp("sensor-moto")) as url:
-        yield url
-
-
 @dataclass
 class EcrScene:
     config: ReleaseConfig
@@ -624,24 +600,16 @@ class EcrScene:
 
 
 @pytest.fixture
-def ecr(moto_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[EcrScene]:
+def ecr(moto_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[EcrScene]:
     """A clean moto, the connection to it (``AIRFLOW_CONN_ECR_SENSOR_MOTO``), an ECR config, a blob server."""
-    import boto3
-
-    moto_api(moto_server, "reset")
-    monkeypatch.setenv(f"AIRFLOW_CONN_{ECR_CONN.upper()}", conn_json(moto_server))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    moto_api(moto_url, "reset")
+    set_connection(monkeypatch.setenv, ECR_CONN, moto_url)
     config = write_config(tmp_path, monkeypatch, {"kind": "ecr", "host": ECR_HOST, "repository": "rocm-nightly/tinyllm",
                                                   "connection_id": ECR_CONN}, timeout=4)
-    admin = boto3.client("ecr", region_name="us-east-1", endpoint_url=moto_server,
-                         aws_access_key_id="testing", aws_secret_access_key="testing")
+    admin = admin_client("ecr", moto_url)
     admin.create_repository(repositoryName=config.cache_registry.repository)
-    blobs = BlobServer()
-    try:
+    with BlobServer() as blobs:
         yield EcrScene(config, plan_for(config), admin, blobs)
-    finally:
-        blobs.httpd.shutdown()
-        blobs.httpd.server_close()
 
 
 def ecr_push_base_unit(scene: EcrScene) -> tuple[str, str]:
@@ -649,18 +617,18 @@ def ecr_push_base_unit(scene: EcrScene) -> tuple[str, str]:
     v = scene.plan.variant(VARIANT)
     repo = scene.plan.cache_repository
     base_raw, base_blob, media_type = ecr_image("base", labels_for(v))
-    base = ecr_push(scene.admin, base_raw, media_type, v.cache_tags.base, repo=repo)
+    base = put_image(scene.admin, base_raw, media_type, v.cache_tags.base, repo=repo)
     wheels_raw, wheels_blob, _ = ecr_image("base-wheels", labels_for(v, **{LABEL_BASE_DIGEST: base}))
-    wheels = ecr_push(scene.admin, wheels_raw, media_type, v.cache_tags.base_wheels, repo=repo)
+    wheels = put_image(scene.admin, wheels_raw, media_type, v.cache_tags.base_wheels, repo=repo)
     for blob in (base_blob, wheels_blob):
-        scene.blobs.blobs[sha256(blob)] = blob
+        scene.blobs.add(blob)
     return base, wheels
 
 
 def serve_layers_from(blobs: BlobServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every EcrRegistry the sensor builds gets GetDownloadUrlForLayer answered by ``blobs``.
 
-    moto does not implement that one call (it answers HTTP 500); the stub (test_registry_ecr.py)
+    moto does not implement that one call (it answers HTTP 500); the stub (tests/support/ecr.py)
     answers it through botocore's before-call event with a URL on the local blob server. The
     other calls (DescribeImages, BatchGetImage) and the blob GET are real. The sensor builds its
     registry inside poke(), so the stub goes on where the client is built.

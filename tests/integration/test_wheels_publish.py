@@ -18,7 +18,6 @@ own pip, from ensurepip, offline) installs a package and its dependency from the
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import platform
 import posixpath
@@ -26,7 +25,7 @@ import subprocess
 import sys
 import uuid
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,29 +44,18 @@ from rocm_release.adapters.wheels_publish import (
     read_published,
 )
 from rocm_release.core.index import parse_project_page
-from tests.fabricated_wheels import make_wheel
-from tests.integration.moto_server import moto_server
+from rocm_release.core.plan import nightly_wheels_prefix, wheels_prefix
+from tests.support.moto import admin_client, set_connection
+from tests.support.wheels import make_wheel
 
 pytestmark = pytest.mark.integration
 
-REGION = "us-east-1"
 CONN_ID = "wheels_moto"
 COMMIT_A = "3f1c2b9d8e7a6f5e4d3c2b1a0f9e8d7c6b5a4f3e"
 COMMIT_B = "9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b"
 VARIANT = "rocm710"
 ARCH = platform.machine()  # the pip check installs the binary wheel on this machine
 PLATFORM_TAG = f"manylinux_2_28_{ARCH}"
-
-
-# -- the moto server ------------------------------------------------------------------------------
-
-
-
-@pytest.fixture(scope="module")
-def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A moto server process of this module's own on 127.0.0.1."""
-    with moto_server(tmp_path_factory.mktemp("moto")) as url:
-        yield url
 
 
 # -- the two stores -------------------------------------------------------------------------------
@@ -88,16 +76,16 @@ class Store:
         return store_root(self.url(*parts), self.conn_id)
 
     def commit_url(self, commit: str) -> str:
-        return self.url(commit, VARIANT)
+        return wheels_prefix(self.base_url, commit, VARIANT)
 
     def commit_folder(self, commit: str) -> StorePath:
-        return self.folder(commit, VARIANT)
+        return store_root(self.commit_url(commit), self.conn_id)
 
     def nightly_url(self) -> str:
-        return self.url("nightly", VARIANT)
+        return nightly_wheels_prefix(self.base_url, VARIANT)
 
     def nightly_folder(self) -> StorePath:
-        return self.folder("nightly", VARIANT)
+        return store_root(self.nightly_url(), self.conn_id)
 
 
 @pytest.fixture(params=["file", "s3"])
@@ -105,19 +93,10 @@ def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mo
     if request.param == "file":
         (tmp_path / "store").mkdir()
         return Store("file", f"file://{tmp_path}/store/rocm", None)
-    moto: str = request.getfixturevalue("moto_url")
-    extra = {"region_name": REGION, "endpoint_url": moto}
-    monkeypatch.setenv(
-        f"AIRFLOW_CONN_{CONN_ID.upper()}",
-        json.dumps({"conn_type": "aws", "login": "testing", "password": "testing", "extra": extra}),
-    )
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # never look for instance credentials
-    import boto3
-
+    moto: str = request.getfixturevalue("moto_url")  # a moto server of this module's own (tests/conftest.py)
+    set_connection(monkeypatch.setenv, CONN_ID, moto)
     bucket = f"wheels-{uuid.uuid4().hex[:12]}"
-    boto3.client(
-        "s3", region_name=REGION, endpoint_url=moto, aws_access_key_id="testing", aws_secret_access_key="testing"
-    ).create_bucket(Bucket=bucket)
+    admin_client("s3", moto).create_bucket(Bucket=bucket)
     return Store("s3", f"s3://{bucket}/rocm", CONN_ID)
 
 
@@ -512,11 +491,8 @@ def test_large_upload_cut_after_its_first_part_leaves_no_object_and_no_pending_u
     with pytest.raises(TransientStoreError, match="InjectedFault"):
         publish_wheels([big], wrapped, where, quiet)
 
-    import boto3
-
     bucket = urlsplit(store.base_url).netloc
-    s3 = boto3.client("s3", region_name=REGION, endpoint_url=moto_url,
-                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3 = admin_client("s3", moto_url)
     assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     files = publish_wheels([big], store.commit_folder(COMMIT_A), where, quiet)
@@ -638,7 +614,7 @@ def test_promote_refuses_a_source_that_is_not_published(store: Store, wheels: Wh
 
 def test_promote_with_a_public_url_writes_absolute_links(store: Store, wheels: Wheels) -> None:
     publish_wheels(wheels.both, store.commit_folder(COMMIT_A), store.commit_url(COMMIT_A), quiet)
-    public = f"https://wheels.example.invalid/rocm/{COMMIT_A}/{VARIANT}/"
+    public = wheels_prefix("https://wheels.example.invalid/rocm", COMMIT_A, VARIANT)
 
     alias = promote_index(store.commit_folder(COMMIT_A), store.commit_url(COMMIT_A), store.nightly_folder(),
                           store.nightly_url(), commit=COMMIT_A, variant=VARIANT, log=quiet, source_public_url=public)

@@ -10,7 +10,6 @@ mock of our code. ``choose_path`` and ``reuse_cached_images`` do no I/O: they ha
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -42,6 +41,7 @@ from rocm_release.tasks.nightly import (
 )
 from rocm_release.tasks.retention import ApplyRetentionOperator, PlanRetentionOperator
 from rocm_release.tasks.sensors import ArtifactSensor
+from tests.support.net import closed_port
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 VARIANT = "rocm710"
@@ -80,10 +80,7 @@ def refusing() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def silent() -> str:
     """``127.0.0.1:<port>`` where nothing listens (connection refused: an outage)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"127.0.0.1:{port}"
+    return f"127.0.0.1:{closed_port()}"
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ ECR's JSON form, ``ImageTagDoesNotMatchDigest``, ``nextToken`` paging, malformed
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -21,31 +20,20 @@ import pytest
 from rocm_release.adapters.registry.ecr import EcrRegistry
 from rocm_release.core.names import OCI_MANIFEST
 from rocm_release.core.registry import FatalRegistryError, TransientRegistryError
+from tests.support.moto import MOTO_ECR_HOST, admin_client
+from tests.support.registries import digest_of as sha256
 
-HOST = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+HOST = MOTO_ECR_HOST
 REPO = "rocm-nightly/tinyllm"
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
 DIGEST = sha256(b"manifest")
 
 
 @pytest.fixture
 def stubbed() -> Iterator[tuple[EcrRegistry, Any]]:
     """An EcrRegistry on a real boto3 client whose ECR service is a Stubber (a stub of AWS)."""
-    import boto3
     from botocore.stub import Stubber
 
-    client = boto3.client(
-        "ecr",
-        region_name="us-east-1",
-        endpoint_url="http://127.0.0.1:9",  # never contacted: the Stubber answers first
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    client = admin_client("ecr", "http://127.0.0.1:9")  # never contacted: the Stubber answers first
     with Stubber(client) as stub:
         yield EcrRegistry(HOST, client=client), stub
         stub.assert_no_pending_responses()

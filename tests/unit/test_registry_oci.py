@@ -13,7 +13,6 @@ import base64
 import hashlib
 import json
 import re
-import socket
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from rocm_release.adapters.registry.oci import OciRegistry, from_connection, fro
 from rocm_release.adapters.registry.oci_session import ReferenceNotFound
 from rocm_release.core.names import DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST, check_reference, check_tag
 from rocm_release.core.registry import FatalRegistryError, ImageRegistry, TransientRegistryError
+from tests.support.net import closed_port
 
 HOST = "registry.test:5000"
 
@@ -130,9 +130,7 @@ def test_http_status_mapping_timeouts_and_dropped_connections_are_transient(exc:
 
 
 def test_refused_connection_on_a_closed_local_port_is_transient() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again when the block ends: nothing listens
+    port = closed_port()  # nothing listens
     with OciRegistry(f"127.0.0.1:{port}", scheme="http", connection_id="closed", timeout=5) as reg:
         with pytest.raises(TransientRegistryError, match="ConnectError") as err:
             reg.lookup("rocm/vllm", "t")

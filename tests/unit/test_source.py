@@ -18,8 +18,8 @@ from rocm_release.adapters.config_file import REPO_ROOT, load_config
 from rocm_release.adapters.git import GitMirror, SourceError, mirror_dir_name
 from rocm_release.core.names import redact
 from rocm_release.core.plan import base_key
+from tests.support.demo import MAKE_HISTORY, make_history
 
-MAKE_HISTORY = REPO_ROOT / "include" / "demo" / "make_history.py"
 DEMO_TREE = REPO_ROOT / "include" / "demo" / "tinyllm"
 DAY = {label: datetime(2026, 11, n, 12, 0, tzinfo=UTC) for n, label in enumerate(
     ["initial", "source_change", "base_change", "source_change_2"], start=1
@@ -30,14 +30,6 @@ GIT_ENV = {
     "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t.invalid",
     "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t.invalid",
 }
-
-
-def make_history(bare: Path) -> dict[str, str]:
-    out = subprocess.run(
-        [sys.executable, str(MAKE_HISTORY), str(bare)], capture_output=True, text=True, check=True
-    ).stdout
-    shas: dict[str, str] = json.loads(out)
-    return shas
 
 
 def git(cwd: Path, *args: str, date: str | None = None) -> str:

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rocm_release.adapters.wheel_retag import RetagError, WheelMetadataError, retag_platform, wheel_metadata
-from tests.fabricated_wheels import FIXED_TIME, make_wheel
+from tests.support.wheels import FIXED_TIME, make_wheel
 
 MANYLINUX = "manylinux_2_28_x86_64"
 

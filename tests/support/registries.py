@@ -1,27 +1,28 @@
-"""Throwaway registries and hand-made images for integration tests (shared support, no tests).
+"""Throwaway registries, their access logs, and hand-made images (shared support, no tests).
 
 ``LocalRegistry`` runs a fresh Debian ``docker-registry serve`` (distribution 2.8) on a free
-127.0.0.1 port with its storage and access log under a given folder; ``RequestLog`` counts the
-requests a piece of code makes from that access log. ``make_image`` and friends push images
-with plain HTTP, independent of the code under test. ``TokenServer`` is a tiny token issuer for
-a registry configured with ``auth: token``. Used by test_registry_oci.py and test_sensors.py.
+127.0.0.1 port with its storage and access log under a given folder (``running_registry``: for the
+duration of a block); ``RequestLog`` counts the requests a piece of code makes from that access log,
+``ACCESS_RE``/``parse_access_line``/``offset_after`` read any such log (bench/registry_traffic.py reads
+the shared registries' logs with them). ``make_image`` and friends push images with plain HTTP,
+independent of the code under test. ``TokenServer`` is a tiny token issuer for a registry configured
+with ``auth: token`` (``token_registry``: both together). ``remove_tags`` empties repositories.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import hashlib
-import http.server
 import json
 import os
 import re
-import socket
 import subprocess
-import threading
 import time
 import urllib.parse
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,31 +34,71 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from rocm_release.core.names import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
+from tests.support.net import HttpServer, QuietHandler, free_port
 
 REGISTRY_BIN = Path("/usr/bin/docker-registry")
 
-ACCESS_RE = re.compile(r'"(?P<method>[A-Z]+) (?P<uri>\S+) HTTP/[\d.]+" (?P<status>\d{3}) ')
-
 
 # --------------------------------------------------------------------------------------------
-# A throwaway registry process
+# Access logs (combined format, one line per request, written after the answer is sent)
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+ACCESS_RE = re.compile(r'"(?P<method>[A-Z]+) (?P<uri>\S+) HTTP/[\d.]+" (?P<status>\d{3}) (?P<size>\d+|-) ')
+MARKER_DEADLINE = 30.0
 
 
 @dataclass(frozen=True)
 class Request:
+    """One access-log line: method, URI (unquoted), status, response size; ``registry`` names the log."""
+
     method: str
     uri: str
     status: int
+    size: int = 0
+    registry: str = ""
 
     @property
     def path(self) -> str:
         return self.uri.split("?", 1)[0]
+
+    @property
+    def kind(self) -> str:
+        """``blob``, ``upload``, ``manifest``, ``tags`` or ``other``."""
+        if "/blobs/uploads/" in self.path:
+            return "upload"
+        if "/blobs/" in self.path:
+            return "blob"
+        if "/manifests/" in self.path:
+            return "manifest"
+        if self.path.endswith("/tags/list"):
+            return "tags"
+        return "other"
+
+
+def parse_access_line(line: str, registry: str = "") -> Request | None:
+    """The request of one access-log line, or None for other lines."""
+    m = ACCESS_RE.search(line)
+    if not m:
+        return None
+    size = 0 if m["size"] == "-" else int(m["size"])
+    return Request(m["method"], urllib.parse.unquote(m["uri"]), int(m["status"]), size, registry)
+
+
+def offset_after(log_path: Path, needle: bytes, deadline: float = MARKER_DEADLINE) -> int:
+    """Offset just after the (last) log line containing ``needle``, waited for up to ``deadline`` s."""
+    give_up = time.monotonic() + deadline
+    while True:
+        data = log_path.read_bytes()
+        at = data.rfind(needle)
+        if at >= 0:
+            end = data.find(b"\n", at)
+            return len(data) if end < 0 else end + 1
+        if time.monotonic() > give_up:
+            raise RuntimeError(f"{needle.decode()!r} never reached {log_path}")
+        time.sleep(0.02)  # polling the log file, bounded by the deadline
+
+
+# --------------------------------------------------------------------------------------------
+# A throwaway registry process
 
 
 @dataclass
@@ -122,28 +163,27 @@ class LocalRegistry:
         """Log offset after a marker request, waited for — every earlier request is logged by then."""
         token = uuid.uuid4().hex
         httpx.get(f"{self.url}/v2/?mark={token}", timeout=5)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            text = self.log_path.read_bytes()
-            at = text.find(f"mark={token} HTTP".encode())
-            if at >= 0:
-                end = text.find(b"\n", at)
-                return len(text) if end < 0 else end + 1
-            time.sleep(0.02)
-        raise AssertionError("marker request never reached the access log")
+        return offset_after(self.log_path, f"mark={token} HTTP".encode(), deadline=10)
 
     def requests_between(self, start: int, end: int) -> list[Request]:
-        text = self.log_path.read_bytes()[start:end].decode()
-        found = []
-        for line in text.splitlines():
-            m = ACCESS_RE.search(line)
-            if m and "mark=" not in m["uri"]:
-                found.append(Request(m["method"], urllib.parse.unquote(m["uri"]), int(m["status"])))
-        return found
+        lines = self.log_path.read_bytes()[start:end].decode().splitlines()
+        return [r for r in map(parse_access_line, lines) if r is not None and "mark=" not in r.uri]
 
     def blob_files(self) -> int:
         """Blob data files in storage (layers, configs and manifests are all stored as blobs)."""
         return sum(1 for _ in (self.root / "data").rglob("blobs/sha256/*/*/data"))
+
+
+@contextlib.contextmanager
+def running_registry(root: Path, auth: dict[str, object] | None = None) -> Iterator[LocalRegistry]:
+    """A started ``LocalRegistry`` in ``root`` for the duration of the block."""
+    root.mkdir(parents=True, exist_ok=True)
+    registry = LocalRegistry(root, auth=auth)
+    registry.start()
+    try:
+        yield registry
+    finally:
+        registry.stop()
 
 
 class RequestLog:
@@ -161,6 +201,24 @@ class RequestLog:
 def unique_repo(prefix: str = "rocm/test") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
+
+def remove_tags(host: str, repositories: Iterable[str]) -> list[str]:
+    """Delete every tag of ``repositories`` at ``host`` (plain HTTP); return what could not be removed.
+
+    Blobs stay until the registry's garbage collection (not ours to run).
+    """
+    from rocm_release.adapters.registry.oci import OciRegistry
+
+    problems = []
+    with OciRegistry(host, scheme="http") as registry:
+        for repository in repositories:
+            try:
+                tags = sorted(registry.tag_names(repository))
+                if tags:
+                    registry.delete_tags(repository, tags)
+            except Exception as exc:  # noqa: BLE001 - cleanup goes on with the other repositories
+                problems.append(f"{host}/{repository}: {exc}")
+    return problems
 
 
 # --------------------------------------------------------------------------------------------
@@ -291,7 +349,7 @@ class TokenServer:
         self.x5c = base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
         server = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 query = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
                 scopes = query.get("scope", [])
@@ -308,16 +366,11 @@ class TokenServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
+        self.server = HttpServer(Handler)
 
     @property
     def realm(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/token"
+        return f"{self.server.url}/token"
 
     def check(self, header: str | None) -> str | None:
         """None: anonymous; "": wrong credentials; else the user name."""
@@ -343,5 +396,17 @@ class TokenServer:
         return jwt.encode(claims, self.key, algorithm="RS256", headers={"x5c": [self.x5c]})
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.server.close()
+
+
+@contextlib.contextmanager
+def token_registry(root: Path, users: dict[str, str]) -> Iterator[tuple[LocalRegistry, TokenServer]]:
+    """A registry with ``auth: token`` and its token issuer (``users``: name → password)."""
+    tokens = TokenServer(root, users)
+    auth: dict[str, object] = {"token": {"realm": tokens.realm, "service": "rocm-test-registry",
+                                         "issuer": "rocm-test-issuer", "rootcertbundle": str(tokens.bundle)}}
+    try:
+        with running_registry(root, auth) as registry:
+            yield registry, tokens
+    finally:
+        tokens.stop()

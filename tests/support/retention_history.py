@@ -1,16 +1,18 @@
-"""A nightly history for retention tests: N nights of images in a cache and a public repository, a store.
+"""A nightly history for retention: N nights of images in a cache and a public repository, a store.
 
-``build_history`` pushes, through a ``Pusher`` (ECR or OCI), three old bases, N nights (per variant a
-wheels and a release image whose labels name their base; public copies of the recent nights), a newest
-base no image uses yet, the ``nightly``/``base-nightly`` aliases (``nightly-rocm723`` stuck on an old
-night) and tags that are not ours. Commit names sort *against* push time. ``expected_tags`` says what
-must remain. Shared by tests/integration/test_retention.py and tests/e2e/test_retention_dag.py.
+``build_history`` pushes, through a ``Pusher`` (``EcrPusher`` on moto, ``OciPusher`` on a registry),
+three old bases, N nights (per variant a wheels and a release image whose labels name their base;
+public copies of the recent nights), a newest base no image uses yet, the ``nightly``/``base-nightly``
+aliases (``nightly-rocm723`` stuck on an old night) and tags that are not ours. Commit names sort
+*against* push time. ``expected_tags`` says what must remain; ``run_retention`` runs what the
+retention DAG's two tasks run. Shared by tests/integration/test_retention.py,
+tests/e2e/test_retention_dag.py and bench/retention_scale.py.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +21,7 @@ from typing import Any
 import httpx
 
 from rocm_release.adapters.wheels_publish import promote_index, publish_wheels
-from rocm_release.core.config import PublicTagPatterns
+from rocm_release.core.config import PublicTagPatterns, Registry, ReleaseConfig, WheelStore
 from rocm_release.core.names import OCI_MANIFEST
 from rocm_release.core.plan import (
     LABEL_BASE_DIGEST,
@@ -29,13 +31,20 @@ from rocm_release.core.plan import (
     LABEL_VARIANT,
     base_tag,
     base_wheels_tag,
+    nightly_wheels_prefix,
     public_tag,
     release_tag,
+    wheels_prefix,
     wheels_tag,
 )
-from tests.fabricated_wheels import make_wheel
+from rocm_release.core.registry import ImageRegistry
+from tests.support.demo import DEMO_CONFIG
+from tests.support.ecr import OCI_CONFIG, OCI_LAYER, BlobServer
+from tests.support.registries import digest_of
+from tests.support.wheels import make_wheel
 
 VARIANTS = ("rocm710", "rocm723")
+STRANGER = "rocm7100"  # a variant that is not configured: its tags are not ours
 K0, K1, K2, K3 = (f"{n:016x}" for n in (0xA0, 0xA1, 0xA2, 0xA3))  # bases: unused, old nights, new nights, newest
 P = PublicTagPatterns()  # the public tag patterns (config defaults)
 
@@ -129,10 +138,19 @@ def build_history(push: Pusher, n: int, keep: int, public_recent: int, boundary:
         copy("public", alias(P.base_nightly, v), ("cache", base_tag(K2, v)))
     # tags that are not ours: another variant, a hand-made alias on an old night's release image
     old = commits[2]
-    put("cache", f"{old}-rocm7100", f"stranger {old}", {})
+    put("cache", release_tag(old, STRANGER), f"stranger {old}", {})
     copy("cache", "latest", ("cache", release_tag(commits[3], "rocm710")))
-    put("public", f"nightly-{old}-rocm7100", f"public stranger {old}", {})
+    put("public", public_tag(P.nightly_commit, variant=STRANGER, commit=old), f"public stranger {old}", {})
     return h
+
+
+def history_tags(n: int, public_recent: int) -> int:
+    """How many tags ``build_history(n, …, public_recent)`` pushes (both repositories)."""
+    recent = set(range(max(0, n - public_recent), n))
+    public_nights = len(recent | {n // 5, n // 10}) if n else 0
+    bases = 4 * len(VARIANTS) * 2  # K0..K3, base and base-wheels
+    aliases, strangers = 2 * len(VARIANTS), 3
+    return bases + n * len(VARIANTS) * 2 + public_nights * len(VARIANTS) * 2 + aliases + strangers
 
 
 def build_store(store: Any, url: str, h: History, tmp_path: Path) -> None:
@@ -142,10 +160,11 @@ def build_store(store: Any, url: str, h: History, tmp_path: Path) -> None:
             (store / c / "rocm710").mkdir(parents=True, exist_ok=True)
             (store / c / "rocm710" / "index.html").write_text("<html></html>")
     wheel = make_wheel(tmp_path / "wheels", "tinything", "0.1.0")
-    source = f"{url}/{h.nightly_folder}/rocm710/"
+    source = wheels_prefix(url, h.nightly_folder, "rocm710")
     publish_wheels([wheel], store / h.nightly_folder / "rocm710", source, lambda _: None)
     promote_index(store / h.nightly_folder / "rocm710", source, store / "nightly" / "rocm710",
-                  f"{url}/nightly/rocm710/", commit=h.nightly_folder, variant="rocm710", log=lambda _: None)
+                  nightly_wheels_prefix(url, "rocm710"), commit=h.nightly_folder, variant="rocm710",
+                  log=lambda _: None)
 
 
 def expected_tags(h: History, role: str, *, by_digest: bool) -> set[str]:
@@ -158,13 +177,29 @@ def expected_tags(h: History, role: str, *, by_digest: bool) -> set[str]:
             if any(f"{k}-" in tag for k in (K0,)):
                 continue  # the unused base goes
             keep.add(tag)
-        elif commit in kept or "rocm7100" in tag:
+        elif commit in kept or STRANGER in tag:
             keep.add(tag)
     if by_digest:  # a doomed tag sharing a digest with a kept one stays
         kept_digests = {h.digests[(role, t)] for t in keep}
         keep |= {t for t in h.tags(role) if h.digests[(role, t)] in kept_digests}
     return keep
 
+
+
+def labelled_image(seed: str, labels: dict[str, str], created: str | None = None) -> tuple[bytes, bytes, bytes]:
+    """(manifest, config, layer) of a one-layer image with ``labels``; deterministic bytes."""
+    layer = seed.encode()
+    config_doc: dict[str, Any] = {"architecture": "amd64", "os": "linux", "config": {"Labels": labels},
+                                  "rootfs": {"type": "layers", "diff_ids": []}}
+    if created:
+        config_doc["created"] = created
+    config = json.dumps(config_doc, sort_keys=True).encode()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": digest_of(config), "size": len(config)},
+        "layers": [{"mediaType": OCI_LAYER, "digest": digest_of(layer), "size": len(layer)}],
+    }, sort_keys=True).encode()
+    return manifest, config, layer
 
 
 class OciPusher(Pusher):
@@ -177,7 +212,7 @@ class OciPusher(Pusher):
         self.pushed: set[tuple[str, str]] = set()
 
     def _blob(self, role: str, data: bytes) -> str:
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        digest = digest_of(data)
         if (role, digest) in self.pushed:
             return digest
         base, repo = self.urls[role], self.repos[role]
@@ -191,18 +226,82 @@ class OciPusher(Pusher):
 
     def image(self, role: str, tag: str, seed: str, labels: dict[str, str], seq: int) -> str:
         created = f"2026-11-{1 + seq // 1440:02d}T{seq // 60 % 24:02d}:{seq % 60:02d}:00Z"
-        layer = seed.encode()
-        config = json.dumps({"architecture": "amd64", "os": "linux", "created": created,
-                             "config": {"Labels": labels}, "rootfs": {"type": "layers", "diff_ids": []}},
-                            sort_keys=True).encode()
-        manifest = json.dumps({
-            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": self._blob(role, config),
-                       "size": len(config)},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                        "digest": self._blob(role, layer), "size": len(layer)}],
-        }, sort_keys=True).encode()
+        manifest, config, layer = labelled_image(seed, labels, created)
+        for blob in (config, layer):
+            self._blob(role, blob)
         put = self.client.put(f"{self.urls[role]}/v2/{self.repos[role]}/manifests/{tag}", content=manifest,
                               headers={"Content-Type": OCI_MANIFEST})
         assert put.status_code == 201, put.text
-        return "sha256:" + hashlib.sha256(manifest).hexdigest()
+        return digest_of(manifest)
+
+
+class EcrPusher(Pusher):
+    """PutImage of hand-made manifests (moto has no blob store); config blobs go to the blob server."""
+
+    def __init__(self, client: Any, repos: dict[str, str], blobs: BlobServer) -> None:
+        self.client, self.repos, self.blobs = client, repos, blobs
+
+    def image(self, role: str, tag: str, seed: str, labels: dict[str, str], seq: int) -> str:
+        manifest, config, _ = labelled_image(seed, labels)
+        self.blobs.add(config)
+        # imageDigest: moto stores ECR's digest (sha256 of the manifest) only when told (tests/support/ecr.py)
+        self.client.put_image(repositoryName=self.repos[role], imageManifest=manifest.decode(),
+                              imageManifestMediaType=OCI_MANIFEST, imageTag=tag, imageDigest=digest_of(manifest))
+        return digest_of(manifest)
+
+
+def next_second() -> None:
+    """moto's imagePushedAt has whole seconds: start the newest nights in a later second."""
+    time.sleep(1.05 - (time.time() % 1.0))
+
+
+def scene_config(cache: Registry, public: Registry, store_url: str, conn_id: str | None = None) -> ReleaseConfig:
+    """The demo config (two variants) with this scene's registries and store."""
+    from rocm_release.adapters.config_file import load_config
+
+    demo = load_config(DEMO_CONFIG)
+    return demo.model_copy(update={"cache_registry": cache, "public_registry": public,
+                                   "wheel_store": WheelStore(url=store_url, connection_id=conn_id)})
+
+
+@dataclass
+class RetentionRun:
+    """What one run planned and applied, the store calls it made, and its phases' wall times (s)."""
+
+    plan: Any  # RetentionPlan
+    applied: Any  # what apply_retention returned
+    calls: Any  # CallCount
+    phases: dict[str, float]
+
+
+def run_retention(config: ReleaseConfig, cache: ImageRegistry, public: ImageRegistry, store: Any,
+                  keep: int) -> RetentionRun:
+    """What the retention DAG's two tasks do, timed: observe, read labels, plan, read the aliases again, apply."""
+    from rocm_release.adapters.retention import (
+        CallCount,
+        apply_retention,
+        observe_retention,
+        read_base_use,
+        read_guard,
+    )
+    from rocm_release.core.retention import images_to_inspect, plan_retention
+
+    calls = CallCount()
+    log: list[str] = []
+    t0 = time.perf_counter()
+    inputs = observe_retention(config, cache=cache, public=public, store=store, keep_commits=keep, log=log.append,
+                               calls=calls)
+    t1 = time.perf_counter()
+    base_use = read_base_use(cache, images_to_inspect(inputs), log.append, calls)
+    t2 = time.perf_counter()
+    plan = plan_retention(inputs, base_use)
+    t3 = time.perf_counter()
+    guard = read_guard(config, public=public, store=store)
+    cache_location = f"{cache.name}/{config.cache_registry.repository}"
+    targets = {cache_location: (cache, config.cache_registry.repository),
+               f"{public.name}/{config.public_registry.repository}": (public, config.public_registry.repository)}
+    applied = apply_retention(plan.delete, targets=targets, cache_location=cache_location, store=store,
+                              store_url=config.wheel_store.url, log=log.append, guard=guard)
+    t4 = time.perf_counter()
+    phases = {"list": t1 - t0, "labels": t2 - t1, "plan": t3 - t2, "guard_and_delete": t4 - t3, "total": t4 - t0}
+    return RetentionRun(plan, applied, calls, phases)

@@ -1,0 +1,13 @@
+"""Helpers shared by the tests and the benchmarks (bench/ imports them too); no tests here.
+
+* ``services``: where the local services of ``make services-up`` listen (``.state/services.env``);
+* ``net``: free/closed 127.0.0.1 ports, a small threaded HTTP server, waiting for a port;
+* ``registries``: throwaway ``docker-registry`` processes, their access logs, images pushed over plain HTTP,
+  a token issuer, removing a repository's tags;
+* ``moto``: a moto server of a module's own, moto's ECR account/region, Airflow AWS connections to moto;
+* ``ecr``: ECR scenes on moto: hand-made images, PutImage, the blob server behind GetDownloadUrlForLayer;
+* ``wheels``: real, deterministic wheels;
+* ``retention_history``: a nightly history in two registries and a store, what retention must leave, a run;
+* ``dockerd``: a private, empty ``dockerd``;
+* ``demo``: the demo config and git history, Airflow homes and ``airflow dags test`` runs.
+"""
