@@ -15,9 +15,9 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from rocm_release.core.errors import FatalError
+from rocm_release.core.errors import FatalError, shown
 from rocm_release.core.frozen import Frozen
-from rocm_release.core.names import REPOSITORY_MAX, REPOSITORY_RE, TAG_RE
+from rocm_release.core.names import REPOSITORY_MAX, REPOSITORY_RE, TAG_RE, redact
 
 NAME_RE = r"^[a-z][a-z0-9]{1,31}$"
 # Placeholders a public tag pattern may use, with the longest value each can take.
@@ -50,11 +50,40 @@ def _check_build_args(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
+DAY = 24 * 60 * 60
+# A URL's userinfo: ``scheme://<userinfo>@host…`` (up to the last "@" before the path).
+_USERINFO_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://(?P<userinfo>[^/?#\s]*)@")
+# Airflow's cron presets, or five whitespace-separated cron fields of cron's characters.
+CRON_RE = re.compile(
+    r"^(@(once|continuous|hourly|daily|weekly|monthly|quarterly|yearly|annually|midnight)"
+    r"|[0-9A-Za-z*/,?#-]+(\s+[0-9A-Za-z*/,?#-]+){4})$"
+)
+
+
+def _no_url_credentials(url: str) -> str:
+    """A git URL may name a user (``ssh://git@host``) but carry no secret: it goes into the plan,
+    XCom, labels and logs. Credentials for git belong in the host's git credential helper or SSH key."""
+    found = _USERINFO_RE.match(url)
+    if found and (":" in found["userinfo"] or url.lower().startswith(("http://", "https://"))):
+        raise ValueError("must not contain credentials (user:password@ or token@ in an http(s) URL); "
+                         "configure git's credential helper or an SSH key on the hosts instead")
+    return url
+
+
+def _check_cron(value: str | None) -> str | None:
+    if value is not None and not CRON_RE.match(value.strip()):
+        raise ValueError("must be a cron expression of five fields (e.g. '0 2 * * *') or a preset such as "
+                         "'@daily'")
+    return value
+
+
 class Project(_Strict):
     """The project being released and where its build inputs live in its source tree."""
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")]
     git_url: Annotated[str, Field(min_length=1)]
+
+    _no_credentials = field_validator("git_url")(_no_url_credentials)
     branch: Annotated[str, Field(pattern=r"^[A-Za-z0-9._/-]+$")] = "main"
     base_dockerfile: str
     base_inputs: tuple[str, ...] = ()
@@ -159,13 +188,15 @@ class Retention(_Strict):
     keep_commits: Annotated[int, Field(ge=1, le=10_000)] = 14
     schedule: str = "0 4 * * 0"
 
+    _cron = field_validator("schedule")(_check_cron)
+
 
 class Sensors(_Strict):
-    """How the artifact sensors wait through outages (seconds)."""
+    """How the artifact sensors wait through outages (seconds; a day at most between pokes, a week in all)."""
 
-    poke_interval: Annotated[int, Field(ge=1)] = 30
-    max_wait: Annotated[int, Field(ge=1)] = 600
-    timeout: Annotated[int, Field(ge=1)] = 3600
+    poke_interval: Annotated[int, Field(ge=1, le=DAY)] = 30
+    max_wait: Annotated[int, Field(ge=1, le=DAY)] = 600
+    timeout: Annotated[int, Field(ge=1, le=7 * DAY)] = 3600
 
 
 class ReleaseConfig(_Strict):
@@ -178,6 +209,8 @@ class ReleaseConfig(_Strict):
     wheel_store: WheelStore
     build: Build = Build()
     schedule: str | None = "0 2 * * *"
+
+    _cron = field_validator("schedule")(_check_cron)
     public_tags: PublicTagPatterns = PublicTagPatterns()
     retention: Retention = Retention()
     sensors: Sensors = Sensors()
@@ -204,10 +237,11 @@ def _describe(error: ValidationError) -> str:
     for e in error.errors():
         where = ".".join(str(p) for p in e["loc"]) or "(top level)"
         value = e.get("input")
+        value = redact(value) if isinstance(value, str) else value  # a rejected URL's secret is not echoed
         if e["type"] == "extra_forbidden":
-            lines.append(f"  {where}: unknown key (value {value!r}); check the spelling")
+            lines.append(f"  {where}: unknown key (value {shown(value)}); check the spelling")
         else:
-            lines.append(f"  {where}: {e['msg']} (got {value!r})")
+            lines.append(f"  {where}: {e['msg']} (got {shown(value)})")
     return "\n".join(lines)
 
 

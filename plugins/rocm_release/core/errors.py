@@ -24,3 +24,12 @@ class TransientError(Exception):
 
 class HandOffError(FatalError):
     """An upstream task left no (or an unusable) XCom: the run's own data is inconsistent."""
+
+
+MAX_SHOWN = 80
+
+
+def shown(value: object, limit: int = MAX_SHOWN) -> str:
+    """``repr(value)`` for a message, cut to ``limit`` characters: a hostile 1 MB input is never echoed whole."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"

@@ -30,8 +30,9 @@ MANIFEST_MEDIA_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST, OCI_INDEX, DOCKER_MANIFES
 INDEX_MEDIA_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
 IMAGE_MEDIA_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 
-# The userinfo of a URL (``scheme://user:password@host/…``).
-_CREDENTIALS_RE = re.compile(r"(?<=://)[^/@\s]+@")
+# The userinfo of a URL (``scheme://user:password@host/…``): up to the *last* "@" before the path,
+# since a raw "@" may appear in a password.
+_CREDENTIALS_RE = re.compile(r"(?<=://)[^/?#\s]*@")
 
 
 def redact(url: str) -> str:

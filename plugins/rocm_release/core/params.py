@@ -12,7 +12,7 @@ from typing import Annotated
 from pydantic import Field, ValidationError, field_validator
 
 from rocm_release.core.config import ReleaseConfig
-from rocm_release.core.errors import FatalError
+from rocm_release.core.errors import FatalError, shown
 from rocm_release.core.frozen import Frozen
 from rocm_release.core.names import COMMITISH_RE
 
@@ -51,7 +51,7 @@ def describe_param_errors(exc: ValidationError, allowed: list[str]) -> str:
         if e["type"] == "extra_forbidden":
             problems.append(f"param {name!r}: unknown param; allowed params: {allowed}")
         else:
-            problems.append(f"param {name!r}: {e['msg']} (got {e.get('input')!r})")
+            problems.append(f"param {name!r}: {e['msg']} (got {shown(e.get('input'))})")
     return "; ".join(problems)
 
 
