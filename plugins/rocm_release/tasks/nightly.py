@@ -47,14 +47,14 @@ class ResolveReleaseOperator(BaseOperator):
     def __init__(self, *, config: ReleaseConfig, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         # The config the DAG file parsed; frozen into the plan here and read by no later task.
-        self.config_json = config.model_dump(mode="json")
+        self.release_config = config
 
     @fail_fast
     def execute(self, context: Any) -> dict[str, Any]:
         """Validate everything before any side effect, then resolve the commit and the parents."""
         from rocm_release.adapters.steps import resolve_plan
 
-        config = ReleaseConfig.model_validate(self.config_json)
+        config = self.release_config
         kind = run_kind(context["dag_run"].run_type)
         params = validated_params(context, config, kind)
         as_of = release_time(kind, context)
@@ -131,9 +131,9 @@ class _Timed(BaseOperator):
         super().post_execute(context, result)
 
 
-def _refs(context: Any, variant: str) -> dict[str, str]:
+def _refs(context: Any, plan: ReleasePlan, variant: str) -> dict[str, str]:
     """The pinned refs of a variant's four images: built in this run over observed."""
-    return current_refs(plan_from_xcom(context), decision_from_xcom(context, variant), built_refs(context, variant))
+    return current_refs(plan, decision_from_xcom(context, variant), built_refs(context, variant))
 
 
 class BuildImageOperator(_Timed):
@@ -156,7 +156,7 @@ class BuildImageOperator(_Timed):
         from rocm_release.adapters.steps import build_variant_stage
 
         plan = plan_from_xcom(context)
-        base_ref = None if self.stage == "base" else _refs(context, self.variant).get("base")
+        base_ref = None if self.stage == "base" else _refs(context, plan, self.variant).get("base")
         return build_variant_stage(plan, plan.variant(self.variant), self.stage, run_id=str(context["run_id"]),
                                    base_ref=base_ref, log=self.log.info)
 
@@ -188,7 +188,7 @@ class PushImagesOperator(_VariantOperator):
         from rocm_release.adapters.steps import push_variant_images
 
         plan, v = self._plan(context)
-        pushed = push_variant_images(plan, v, _refs(context, self.variant), self.log.info)
+        pushed = push_variant_images(plan, v, _refs(context, plan, self.variant), self.log.info)
         for asset in self.outlets:
             context["outlet_events"][asset].extra = {"commit": plan.commit, "variant": v.name, **pushed.public}
         return pushed.model_dump(mode="json")
@@ -205,7 +205,7 @@ class PublishWheelsOperator(_VariantOperator):
         from rocm_release.adapters.steps import publish_variant_wheels
 
         plan, v = self._plan(context)
-        published = publish_variant_wheels(plan, v, _refs(context, self.variant), self.log.info)
+        published = publish_variant_wheels(plan, v, _refs(context, plan, self.variant), self.log.info)
         for asset in self.outlets:
             context["outlet_events"][asset].extra = {"commit": plan.commit, "variant": v.name,
                                                      "index": v.wheels_url}
@@ -225,7 +225,7 @@ class PromoteNightlyOperator(_VariantOperator):
 
         plan, v = self._plan(context)
         digests = pushed_digests(context, self.variant) or {
-            k: digest_of(r) for k, r in _refs(context, self.variant).items()}
+            k: digest_of(r) for k, r in _refs(context, plan, self.variant).items()}
         return promote_variant(plan, v, digests, self.log.info)
 
 

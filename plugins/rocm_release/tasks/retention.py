@@ -36,14 +36,14 @@ class PlanRetentionOperator(BaseOperator):
 
     def __init__(self, *, config: ReleaseConfig, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.config_json = config.model_dump(mode="json")
+        self.release_config = config
 
     @fail_fast
     def execute(self, context: Any) -> dict[str, Any]:
         """Plan and print every decision; hand the deletions (and the config) to ``apply_retention``."""
         from rocm_release.adapters.retention_steps import plan_retention_run
 
-        config = ReleaseConfig.model_validate(self.config_json)
+        config = self.release_config
         dry_run, keep = retention_settings(context, config)
         return plan_retention_run(config, dry_run=dry_run, keep=keep, log=self.log.info)
 
