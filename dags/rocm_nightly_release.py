@@ -100,11 +100,13 @@ with DAG(
             reuse = ReuseCachedImagesOperator(task_id=ids.REUSE_CACHED_IMAGES, variant=name, retries=0)
             # Publishing runs after whichever path ran; never after a failed build (upstream_failed).
             assets = variant_assets(name)
+            # Writers of public names: one at a time across every run of any kind (ids.PUBLISHING_POOL).
             push = PushImagesOperator(task_id=ids.PUSH_IMAGES, variant=name, trigger_rule=AFTER_BRANCH,
-                                      outlets=[assets["images"]], **IO_RETRIES)
+                                      outlets=[assets["images"]], pool=ids.PUBLISHING_POOL, **IO_RETRIES)
             publish = PublishWheelsOperator(task_id=ids.PUBLISH_WHEELS, variant=name, trigger_rule=AFTER_BRANCH,
-                                            outlets=[assets["wheels"]], **IO_RETRIES)
-            promote = PromoteNightlyOperator(task_id=ids.PROMOTE_NIGHTLY, variant=name, **IO_RETRIES)
+                                            outlets=[assets["wheels"]], pool=ids.PUBLISHING_POOL, **IO_RETRIES)
+            promote = PromoteNightlyOperator(task_id=ids.PROMOTE_NIGHTLY, variant=name, pool=ids.PUBLISHING_POOL,
+                                             **IO_RETRIES)
 
             resolve >> sensors >> choose
             choose >> [build_base, build_wheels, build_release, reuse]

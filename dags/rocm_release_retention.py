@@ -68,6 +68,7 @@ with DAG(
     tags=["release", "rocm", "retention"],
 ) as dag:
     plan = PlanRetentionOperator(task_id=ids.PLAN_RETENTION, config=CONFIG, **IO_RETRIES)
-    apply = ApplyRetentionOperator(task_id=ids.APPLY_RETENTION, **IO_RETRIES)
+    # Never interleaved with a night's publishing (ids.PUBLISHING_POOL, one slot).
+    apply = ApplyRetentionOperator(task_id=ids.APPLY_RETENTION, pool=ids.PUBLISHING_POOL, **IO_RETRIES)
 
     plan >> apply

@@ -58,6 +58,15 @@ def test_every_task_has_an_owner_and_deliberate_retries(dagbag) -> None:
                 pytest.fail(f"{task.task_id}: no retry rule decided for this task")
 
 
+def test_writers_of_public_names_share_the_one_slot_pool(dagbag) -> None:
+    """Issue #11 defect 3: publishing never interleaves across runs of any kind."""
+    assert dagbag.dags["rocm_release_retention"].get_task("apply_retention").pool == "rocm_publishing"
+    nightly = dagbag.dags["rocm_nightly_release"]
+    for variant in ("rocm710", "rocm723"):
+        for task in ("push_images", "publish_wheels", "promote_nightly"):
+            assert nightly.get_task(f"{variant}.{task}").pool == "rocm_publishing", task
+
+
 def test_nightly_shape(dagbag) -> None:
     dag = dagbag.dags["rocm_nightly_release"]
     assert dag.max_active_runs == 1 and not dag.catchup

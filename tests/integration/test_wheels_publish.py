@@ -23,7 +23,6 @@ import platform
 import posixpath
 import subprocess
 import sys
-import uuid
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,60 +43,17 @@ from rocm_release.adapters.wheels_publish import (
     read_published,
 )
 from rocm_release.core.index import parse_project_page
-from rocm_release.core.plan import nightly_wheels_prefix, wheels_prefix
-from tests.support.moto import admin_client, set_connection
+from rocm_release.core.plan import wheels_prefix
+from tests.support.moto import admin_client
+from tests.support.stores import VARIANT, Store
 from tests.support.wheels import make_wheel
 
 pytestmark = pytest.mark.integration
 
-CONN_ID = "wheels_moto"
 COMMIT_A = "3f1c2b9d8e7a6f5e4d3c2b1a0f9e8d7c6b5a4f3e"
 COMMIT_B = "9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b"
-VARIANT = "rocm710"
 ARCH = platform.machine()  # the pip check installs the binary wheel on this machine
 PLATFORM_TAG = f"manylinux_2_28_{ARCH}"
-
-
-# -- the two stores -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Store:
-    """One store under test: its base URL (``…/rocm``) and the connection that reaches it."""
-
-    kind: str
-    base_url: str
-    conn_id: str | None
-
-    def url(self, *parts: str) -> str:
-        return "/".join([self.base_url, *parts]) + "/"
-
-    def folder(self, *parts: str) -> StorePath:
-        return store_root(self.url(*parts), self.conn_id)
-
-    def commit_url(self, commit: str) -> str:
-        return wheels_prefix(self.base_url, commit, VARIANT)
-
-    def commit_folder(self, commit: str) -> StorePath:
-        return store_root(self.commit_url(commit), self.conn_id)
-
-    def nightly_url(self) -> str:
-        return nightly_wheels_prefix(self.base_url, VARIANT)
-
-    def nightly_folder(self) -> StorePath:
-        return store_root(self.nightly_url(), self.conn_id)
-
-
-@pytest.fixture(params=["file", "s3"])
-def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Store:
-    if request.param == "file":
-        (tmp_path / "store").mkdir()
-        return Store("file", f"file://{tmp_path}/store/rocm", None)
-    moto: str = request.getfixturevalue("moto_url")  # a moto server of this module's own (tests/conftest.py)
-    set_connection(monkeypatch.setenv, CONN_ID, moto)
-    bucket = f"wheels-{uuid.uuid4().hex[:12]}"
-    admin_client("s3", moto).create_bucket(Bucket=bucket)
-    return Store("s3", f"s3://{bucket}/rocm", CONN_ID)
 
 
 # -- wheels ---------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from airflow.secrets.local_filesystem import load_connections_dict
 
 from rocm_release.adapters.config_file import REPO_ROOT, load_config
 from rocm_release.core.config import ReleaseConfig
+from rocm_release.core.task_ids import PUBLISHING_POOL
 
 DEPLOYMENT = REPO_ROOT / "include" / "airflow"
 CONFIGS = sorted((REPO_ROOT / "include" / "config").glob("*.yaml"))
@@ -65,6 +66,12 @@ def test_pools_file_has_the_build_pool_in_the_format_airflow_imports(config_file
     # One slot: the demo and the e2e scheduler test build on one host, and that test checks that
     # the two variants' builds wait for each other.
     assert pool["slots"] == 1 and pool["include_deferred"] is False
+
+
+def test_pools_file_has_the_one_slot_publishing_pool() -> None:
+    """Publishing never interleaves across runs of any kind (issue #11 defect 3): one slot, deferred too."""
+    pools = json.loads((DEPLOYMENT / "pools.json").read_text())
+    assert pools[PUBLISHING_POOL]["slots"] == 1
 
 
 def test_packages_txt_names_what_the_build_tasks_run() -> None:

@@ -251,7 +251,10 @@ def test_promote_nightly_refused_fails_now_outage_retries(tmp_path: Path, repo: 
                                                           silent: str) -> None:
     def run(registry: str) -> Run:
         plan = plan_for(config_with(tmp_path, registry=registry, git_url=repo), run_kind="scheduled")
-        return run_with_plan(plan, pushed=True)
+        # A commit of the release branch: promotion asks git before any registry.
+        head = subprocess.run(["git", "-C", repo.removeprefix("file://"), "rev-parse", "HEAD"], check=True,
+                              capture_output=True, text=True).stdout.strip()
+        return run_with_plan(plan.model_copy(update={"commit": head}), pushed=True)
 
     both_halves(lambda: PromoteNightlyOperator(task_id=ids.PROMOTE_NIGHTLY, variant=VARIANT),
                 run(refusing), run(silent), fatal_match="credentials missing or refused")

@@ -56,4 +56,23 @@ def test_unknown_old_commit_does_not_block() -> None:
 def test_who_may_promote(kind: str, promote: bool, dry_run: bool, expected: bool) -> None:
     plan = _plan("demo").model_copy(update={"run_kind": kind, "promote": promote or kind == "scheduled",
                                             "dry_run": dry_run})
-    assert may_promote(plan).move is expected
+    assert may_promote(plan, on_branch=lambda: True).move is expected
+
+
+def test_a_commit_off_the_release_branch_is_never_promoted() -> None:
+    """Issue #11 defect 4: a manual run with promote=true of a side-branch commit moved nightly."""
+    plan = _plan("demo").model_copy(update={"run_kind": "manual", "promote": True})
+    verdict = may_promote(plan, on_branch=lambda: False)
+    assert not verdict.move
+    assert f"{plan.commit[:12]} is not on the release branch {plan.branch!r}" in verdict.why
+
+
+def test_the_branch_is_only_asked_when_the_run_may_promote_at_all() -> None:
+    asked: list[bool] = []
+
+    def on_branch() -> bool:
+        asked.append(True)
+        return True
+
+    backfill = _plan("demo").model_copy(update={"run_kind": "backfill", "promote": False})
+    assert not may_promote(backfill, on_branch=on_branch).move and not asked

@@ -5,6 +5,7 @@ git is a local program, so these are unit tests: no service, no network.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -353,3 +354,125 @@ def test_make_history_never_replaces_a_folder_that_is_not_a_repository(tmp_path:
     proc = subprocess.run([sys.executable, str(MAKE_HISTORY), str(folder)], capture_output=True, text=True)
     assert proc.returncode != 0 and "not a bare git repository" in proc.stderr
     assert (folder / "keep.txt").read_text() == "mine\n"
+
+
+# --------------------------------------------------------------------------- issue #11: the release branch
+
+
+def _side_branch(bare: Path, tmp_path: Path, name: str = "feature") -> str:
+    """Push a commit on a new branch ``name`` of ``bare``; its SHA."""
+    work = tmp_path / f"work-{name}"
+    git(tmp_path, "clone", "--quiet", str(bare), str(work))
+    git(work, "checkout", "--quiet", "-b", name)
+    (work / "SIDE").write_text("side\n")
+    git(work, "add", "SIDE")
+    git(work, "commit", "--quiet", "-m", "side", date="2026-11-06T12:00:00+00:00")
+    git(work, "push", "--quiet", "origin", name)
+    return git(work, "rev-parse", "HEAD")
+
+
+def test_a_commit_of_a_deleted_branch_no_longer_resolves(
+    own_upstream: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """Issue #11 defect 4: the objects stay in the mirror after ``fetch --prune``; the commit must not resolve."""
+    bare, _ = own_upstream
+    side = _side_branch(bare, tmp_path)
+    m = GitMirror(f"file://{bare}", tmp_path / "cache")
+    m.update()
+    assert m.resolve(side) == side
+    assert m.resolve(side[:10]) == side
+    git(tmp_path, "--git-dir", str(bare), "branch", "-D", "feature")
+    m.update()
+    assert m.has_commit(side)  # still in the objects
+    with pytest.raises(SourceError, match=rf"commit '{side}' .*on no branch or tag.*not released"):
+        m.resolve(side)
+    with pytest.raises(SourceError, match="on no branch or tag"):
+        m.commit_time(side[:12])
+
+
+def test_on_branch_tells_commits_of_the_release_branch_from_others(
+    own_upstream: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    bare, shas = own_upstream
+    side = _side_branch(bare, tmp_path)
+    m = GitMirror(f"file://{bare}", tmp_path / "cache")
+    m.update()
+    assert m.on_branch(shas["initial"], "main") and m.on_branch(shas["main"], "main")
+    assert not m.on_branch(side, "main")
+    assert m.on_branch(side, "feature") and m.on_branch(shas["main"], "feature")  # feature forks from main
+    with pytest.raises(SourceError, match="unknown branch 'gone'"):
+        m.on_branch(side, "gone")
+
+
+def test_a_manual_promote_run_of_a_side_branch_commit_moves_no_alias(
+    own_upstream: tuple[Path, dict[str, str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue #11 defect 4, through the promote_nightly step: a side-branch commit with promote=true.
+
+    The registries and the store are closed ports / an empty folder: the step must decide from git
+    alone and touch neither (on 07d6ad6 it read the public registry's alias and failed here)."""
+    from rocm_release.adapters.steps import promote_variant
+    from tests.unit.test_plan import _plan
+
+    bare, _ = own_upstream
+    side = _side_branch(bare, tmp_path)
+    monkeypatch.setenv("ROCM_NIGHTLY_CACHE_DIR", str(tmp_path / "host-cache"))
+    plan = _plan("demo")
+    nowhere = {"host": "127.0.0.1:9", "scheme": "http", "kind": "oci"}
+    config = plan.config.model_copy(update={
+        "cache_registry": plan.config.cache_registry.model_copy(update=nowhere),
+        "public_registry": plan.config.public_registry.model_copy(update=nowhere),
+    })
+    plan = plan.model_copy(update={"config": config, "git_url": f"file://{bare}", "commit": side,
+                                   "run_kind": "manual", "promote": True})
+    lines: list[str] = []
+    result = promote_variant(plan, plan.variants[0], {}, lines.append)
+    assert result == {"promoted": False, "why": f"{side[:12]} is not on the release branch 'main': "
+                                                "published per commit, never promoted"}
+    assert any("not on the release branch" in line for line in lines)
+
+
+# --------------------------------------------------------------------------- issue #11: credentials from a connection
+
+CANARY = "canary-7f3a9c1e-token"
+
+
+def test_a_private_remote_is_fetched_with_credentials_that_stay_out_of_urls_config_and_errors(
+    own_upstream: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """git over smart HTTP with Basic auth (git http-backend): the token reaches git through its
+    environment only — not the URL, the mirror's config on disk, or any error."""
+    from rocm_release.adapters.git import GitCredentials
+    from tests.support.git_http import git_http_server
+
+    bare, shas = own_upstream
+    with git_http_server(bare.parent, "ci", CANARY) as server:
+        url = server.url_of(bare.name)
+        anonymous = GitMirror(url, tmp_path / "anonymous")
+        with pytest.raises(SourceError, match="the remote wants credentials: name a connection in git_conn_id") \
+                as refused:
+            anonymous.update()
+        assert type(refused.value).__name__ == "FatalSourceError"
+
+        wrong = GitMirror(url, tmp_path / "wrong", credentials=GitCredentials("ci", "wrong-" + CANARY))
+        with pytest.raises(SourceError) as denied:
+            wrong.update()
+        assert CANARY not in str(denied.value) and type(denied.value).__name__ == "FatalSourceError"
+        assert "the remote refused the credentials of user 'ci'" in str(denied.value)
+
+        credentials = GitCredentials("ci", CANARY)
+        m = GitMirror(url, tmp_path / "cache", credentials=credentials)
+        m.update()
+        assert m.resolve("main") == shas["main"]
+        assert any(authorized for _, _, authorized in server.requests)
+    assert CANARY not in repr(credentials) and CANARY not in repr(m)
+    on_disk = b"".join(p.read_bytes() for p in (tmp_path / "cache").rglob("*") if p.is_file())
+    encoded = base64.b64encode(f"ci:{CANARY}".encode())
+    assert CANARY.encode() not in on_disk and encoded not in on_disk
+
+
+def test_credentials_without_a_token_are_refused() -> None:
+    from rocm_release.adapters.git import GitCredentials
+
+    with pytest.raises(SourceError, match="without a token"):
+        GitCredentials("ci", "")

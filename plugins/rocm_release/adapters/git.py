@@ -15,6 +15,7 @@ can never be read as an option.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import hashlib
@@ -38,6 +39,31 @@ DEFAULT_REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
 # URL forms git may fetch from; anything else (ext::, fd::, a bare word) is refused.
 URL_RE = re.compile(r"^(?:(?:https?|ssh|git|file)://[^\s]+|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+)$")
 DEFAULT_TIMEOUT = 30 * 60.0
+ABBREVIATED_SHA_RE = re.compile(r"^[0-9a-f]{7,40}$")
+
+
+class GitCredentials:
+    """A user and token for an http(s) remote, from an Airflow connection; never in a URL or argument.
+
+    git receives them as an ``Authorization: Basic`` header through ``GIT_CONFIG_*`` environment
+    variables of the git process only (not its command line, not the mirror's config on disk), the
+    way ``actions/checkout`` hands a token to git. ``repr`` shows the user, never the token.
+    """
+
+    def __init__(self, username: str, token: str) -> None:
+        if not token:
+            raise FatalSourceError("git credentials without a token (the connection's password is empty)")
+        self.username = username or "x-access-token"
+        self._token = token
+
+    def __repr__(self) -> str:
+        return f"GitCredentials(username={self.username!r}, token=***)"
+
+    def environment(self) -> dict[str, str]:
+        """The variables that give git the header for every http(s) request of one process."""
+        basic = base64.b64encode(f"{self.username}:{self._token}".encode()).decode()
+        return {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
+                "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}"}
 
 
 class SourceError(RuntimeError):
@@ -85,6 +111,7 @@ class GitMirror:
         git: str = "git",
         refspecs: Sequence[str] = DEFAULT_REFSPECS,
         timeout: float = DEFAULT_TIMEOUT,
+        credentials: GitCredentials | None = None,
     ) -> None:
         url = url.strip()
         if not URL_RE.match(url):
@@ -97,6 +124,14 @@ class GitMirror:
         self.git = git
         self.refspecs = tuple(refspecs)
         self.timeout = timeout
+        self._credentials = credentials
+        self._reachable: set[str] = set()
+
+    def _env(self) -> dict[str, str]:
+        env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+        if self._credentials is not None:
+            env.update(self._credentials.environment())
+        return env
 
     def __repr__(self) -> str:
         return f"GitMirror({redact(self.url)!r}, path={str(self.path)!r})"
@@ -114,10 +149,9 @@ class GitMirror:
     ) -> subprocess.CompletedProcess[bytes]:
         """Run ``git --git-dir=<mirror> <args>``; SourceError naming ``what`` and the URL on failure."""
         cmd = [self.git, "-c", "protocol.ext.allow=never", f"--git-dir={git_dir or self.path}", *args]
-        env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
         try:
             proc = subprocess.run(
-                cmd, stdout=stdout, stderr=subprocess.PIPE, env=env, timeout=self.timeout, check=False
+                cmd, stdout=stdout, stderr=subprocess.PIPE, env=self._env(), timeout=self.timeout, check=False
             )
         except subprocess.TimeoutExpired as exc:
             raise TransientSourceError(
@@ -150,6 +184,7 @@ class GitMirror:
 
     def update(self) -> None:
         """Clone the mirror (first time, into a temp dir renamed into place) or fetch with ``--prune``."""
+        self._reachable.clear()  # a fetch may prune the branch that made a commit reachable
         with self._locked():
             if self._exists():
                 self._fetch(self.path)
@@ -180,8 +215,11 @@ class GitMirror:
         )
         if proc.returncode != 0:
             detail = _stderr(proc)
-            kind = FatalSourceError if _ACCESS_DENIED.search(detail) else TransientSourceError
-            raise kind(f"fetching in {redact(self.url)}: {detail}")
+            if not _ACCESS_DENIED.search(detail):
+                raise TransientSourceError(f"fetching in {redact(self.url)}: {detail}")
+            who = (f"the remote refused the credentials of user {self._credentials.username!r} (git_conn_id)"
+                   if self._credentials else "the remote wants credentials: name a connection in git_conn_id")
+            raise FatalSourceError(f"fetching in {redact(self.url)}: {who}; git said: {detail}")
 
     def has_commit(self, sha: str) -> bool:
         """Whether the mirror holds commit ``sha`` (a full 40-hex SHA); no network."""
@@ -204,7 +242,11 @@ class GitMirror:
     # ------------------------------------------------------------------ questions
 
     def resolve(self, ref_or_sha: str) -> str:
-        """The full 40-hex SHA of a branch, tag (annotated ones peeled), or full or abbreviated SHA."""
+        """The full 40-hex SHA of a branch, tag (annotated ones peeled), or full or abbreviated SHA.
+
+        A SHA must be reachable from a branch or tag the remote has *now*: a commit whose branch
+        was deleted stays in the mirror's objects, but it is not released (FatalSourceError).
+        """
         _check_ref(ref_or_sha, self.url)
         self._require()
         proc = self._run(
@@ -218,7 +260,38 @@ class GitMirror:
                 f"unknown commit or ref {ref_or_sha!r} in {redact(self.url)} "
                 "(not a branch, a tag, or an unambiguous SHA of a commit on a branch or tag)"
             )
+        if ABBREVIATED_SHA_RE.match(ref_or_sha):
+            self._require_reachable(sha, ref_or_sha)
         return sha
+
+    def _require_reachable(self, sha: str, asked: str) -> None:
+        """FatalSourceError unless a current branch or tag contains ``sha`` (remembered per mirror)."""
+        if sha in self._reachable:
+            return
+        proc = self._run(
+            ["for-each-ref", "--count=1", "--format=%(refname)", f"--contains={sha}", "refs/heads", "refs/tags"],
+            what=f"finding a branch or tag with {sha}",
+        )
+        if not proc.stdout.strip():
+            raise FatalSourceError(
+                f"commit {asked!r} ({sha}) is on no branch or tag of {redact(self.url)} now "
+                "(its branch was deleted or rewritten?): it is not released"
+            )
+        self._reachable.add(sha)
+
+    def on_branch(self, sha: str, branch: str) -> bool:
+        """Whether commit ``sha`` (full SHA) is reachable from the current tip of ``branch``."""
+        _check_ref(branch, self.url, what="branch")
+        self._require()
+        self._verify_ref(f"refs/heads/{branch}", branch)
+        if not self.has_commit(sha):
+            return False
+        full = sha
+        proc = self._run(["merge-base", "--is-ancestor", full, f"refs/heads/{branch}"], check=False,
+                         what=f"looking for {full} on {branch!r}")
+        if proc.returncode not in (0, 1):
+            raise SourceError(f"looking for {full} on {branch!r} in {redact(self.url)}: {_stderr(proc)}")
+        return proc.returncode == 0
 
     def tip_as_of(self, branch: str, when: datetime) -> str:
         """The commit that was the tip of ``branch`` at ``when`` (timezone-aware).
@@ -294,7 +367,7 @@ class GitMirror:
         dest.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.export-", dir=dest.parent))
         cmd = [self.git, "-c", "protocol.ext.allow=never", f"--git-dir={self.path}", "archive", "--format=tar", full]
-        env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+        env = self._env()
         try:
             with tempfile.TemporaryFile() as errors:
                 proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, env=env)

@@ -14,6 +14,7 @@ from rocm_release.adapters.registry.image_copy import BlobRegistry, copy_image
 from rocm_release.core.frozen import Frozen
 from rocm_release.core.names import DIGEST_RE
 from rocm_release.core.plan import LABEL_COMMIT, ReleasePlan, VariantPlan
+from rocm_release.core.promotion import AliasMoved
 from rocm_release.core.registry import ImageRegistry
 
 Log = Callable[[str], None]
@@ -105,3 +106,26 @@ def alias_state(public: ImageRegistry, repo: str, tag: str) -> AliasState:
     if not found.present or found.digest is None:
         return AliasState(tag=tag, digest=None, commit=None)
     return AliasState(tag=tag, digest=found.digest, commit=public.labels(repo, found.digest).get(LABEL_COMMIT))
+
+
+def move_alias(registry: ImageRegistry, repo: str, tag: str, *, expected: str | None, digest: str,
+               log: Log) -> bool:
+    """Point ``tag`` at ``digest`` only if it still points at ``expected`` (None: absent), as when the
+    move was decided; read again after the write to confirm. A registry has no conditional tag write:
+    this is compare, write, compare — with publishing serialized by the ``rocm_publishing`` pool."""
+    where = f"{registry.name}/{repo}:{tag}"
+    now = registry.lookup(repo, tag)
+    current = now.digest if now.present else None
+    if current == digest:
+        log(f"{where} already points to {digest}")
+        return False
+    if current != expected:
+        raise AliasMoved(f"{where} moved to {current or 'nothing'} since the decision (it was "
+                         f"{expected or 'absent'}); nothing changed, the retry decides again")
+    registry.tag(repo, digest, tag)
+    after = registry.lookup(repo, tag)
+    if not after.present or after.digest != digest:
+        raise AliasMoved(f"{where} reads {after.digest or 'nothing'} right after we wrote {digest}: "
+                         "another writer moved it")
+    log(f"{where} → {digest} (was {expected or 'absent'})")
+    return True

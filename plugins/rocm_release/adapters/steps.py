@@ -19,20 +19,26 @@ from typing import Any
 
 from rocm_release.adapters import observe
 from rocm_release.adapters.docker_build import build_stage, docker_session
-from rocm_release.adapters.git import GitMirror, SourceError
-from rocm_release.adapters.images import PushedImages, alias_state, digest_of, ensure_tag, push_images
+from rocm_release.adapters.git import GitCredentials, GitMirror, SourceError
+from rocm_release.adapters.images import PushedImages, alias_state, digest_of, move_alias, push_images
 from rocm_release.adapters.registry.clients import blob_registry_for, registry_for, registry_for_reference
 from rocm_release.adapters.store import observe_published, store_root
 from rocm_release.adapters.wheel_retag import retag_platform
+from rocm_release.adapters.wheels_alias import (
+    alias_commit,
+    move_nightly_index,
+    restore_aliases_of,
+    withdraw_aliases_of,
+)
 from rocm_release.adapters.wheels_image import file_sink, read_dist
-from rocm_release.adapters.wheels_publish import PublishedFile, promote_index, publish_wheels, read_published
+from rocm_release.adapters.wheels_publish import PublishedFile, publish_wheels
 from rocm_release.core.build_commands import BuildError, Stage, StageInputs
-from rocm_release.core.config import ReleaseConfig, Variant
+from rocm_release.core.config import Project, ReleaseConfig, Variant
 from rocm_release.core.decision import Observation
 from rocm_release.core.errors import FatalError
 from rocm_release.core.params import ReleaseParams
 from rocm_release.core.plan import ReleasePlan, RunKind, VariantPlan, make_plan
-from rocm_release.core.promotion import forwards, may_promote
+from rocm_release.core.promotion import Verdict, forwards, may_promote
 from rocm_release.core.report import to_json
 from rocm_release.core.task_ids import Artifact
 
@@ -50,9 +56,19 @@ def cache_dir() -> Path:
     return Path(named) if named else Path.home() / ".cache" / "rocm-nightly"
 
 
-def _mirror(url: str) -> GitMirror:
-    """This host's mirror of ``url``, fetched now."""
-    mirror = GitMirror(url, cache_dir() / "git")
+def git_credentials(project: Project) -> GitCredentials | None:
+    """The user and token of ``project.git_conn_id``'s Airflow connection (None: no connection named)."""
+    if not project.git_conn_id:
+        return None
+    from airflow.sdk import BaseHook
+
+    conn = BaseHook.get_connection(project.git_conn_id)
+    return GitCredentials(conn.login or "", conn.password or "")
+
+
+def _mirror(project: Project, url: str | None = None) -> GitMirror:
+    """This host's mirror of the project's repository (``url``: the plan's), fetched now."""
+    mirror = GitMirror(url or project.git_url, cache_dir() / "git", credentials=git_credentials(project))
     mirror.update()
     return mirror
 
@@ -81,7 +97,7 @@ def resolve_parents(config: ReleaseConfig, variants: Iterable[Variant]) -> dict[
 
 def resolve_plan(config: ReleaseConfig, *, params: ReleaseParams, run_kind: RunKind, as_of: datetime) -> ReleasePlan:
     """The commit (the named one, or the branch tip as of ``as_of``), its base inputs, the parents → the plan."""
-    mirror = _mirror(config.project.git_url)
+    mirror = _mirror(config.project)
     if params.commit:
         commit = mirror.resolve(params.commit)
     else:
@@ -162,7 +178,7 @@ def build_variant_stage(plan: ReleasePlan, v: VariantPlan, stage: Stage, *, run_
             _secret_files(config.build.secrets, Path(tmp) / "secrets") as secrets, \
             docker_session(_docker_host(config), logins) as env:
         source = Path(tmp) / "src"
-        _mirror(plan.git_url).export(plan.commit, source)
+        _mirror(config.project, plan.git_url).export(plan.commit, source)
         inputs = StageInputs(
             context=source, base_dockerfile=config.project.base_dockerfile, dockerfile=config.project.dockerfile,
             targets=config.project.targets.model_dump(), network=config.build.network, run_id=run_id,
@@ -196,18 +212,43 @@ def publish_variant_wheels(plan: ReleasePlan, v: VariantPlan, refs: Mapping[str,
             files = read_dist(registry, plan.cache_repository, digest_of(refs[kind]), sink=file_sink(raw))
             log(f"{v.name} {kind}: verified {', '.join(f.name for f in files)}")
         wheels = [retag_platform(p, v.variant.platform_tag, tagged) for p in sorted(raw.glob("*.whl"))]
-        folder = store_root(v.wheels_url, plan.config.wheel_store.connection_id)
-        return publish_wheels(wheels, folder, v.wheels_url, log)
+        conn = plan.config.wheel_store.connection_id
+        folder = store_root(v.wheels_url, conn)
+        # The nightly index may link this folder's files: replaced bytes take it down and back up.
+        aliases = [(store_root(v.nightly_wheels_url, conn), v.nightly_wheels_url)]
+        published = publish_wheels(wheels, folder, v.wheels_url, log,
+                                   before_replace=lambda: withdraw_aliases_of(v.wheels_url, aliases, log))
+        restore_aliases_of(folder, v.wheels_url, aliases, log)
+        return published
 
 
 def promote_variant(plan: ReleasePlan, v: VariantPlan, digests: Mapping[str, str], log: Log) -> dict[str, Any]:
-    """Move the nightly aliases (public image tags, ``nightly/<variant>/``) if this run may, only forwards."""
-    allowed = may_promote(plan)
+    """Move the nightly aliases (public image tags, ``nightly/<variant>/``) if this run may, only forwards,
+    each only if it still points where it pointed when the move was decided (else AliasMoved)."""
+    mirrors: list[GitMirror] = []
+
+    def on_branch() -> bool:
+        mirrors.append(_mirror(plan.config.project, plan.git_url))
+        return mirrors[0].on_branch(plan.commit, plan.branch)
+
+    allowed = may_promote(plan, on_branch=on_branch)
     if not allowed.move:
         log(f"{v.name}: not promoting: {allowed.why}")
         return {"promoted": False, "why": allowed.why}
-    config = plan.config
-    mirror = _mirror(plan.git_url)
+    decide = _forwards_on(mirrors[0], plan.commit)
+    images = _promote_images(plan, v, digests, decide, log)
+    wheels = _promote_wheels(plan, v, decide, log)
+    result: dict[str, Any] = {"promoted": images.move or wheels.move,
+                              "why": f"images: {images.why}; wheels: {wheels.why}"}
+    if images.move:
+        result["images"] = True
+    if wheels.move:
+        result["wheels"] = True
+    return result
+
+
+def _forwards_on(mirror: GitMirror, ours: str) -> Callable[[str | None], Verdict]:
+    """``forwards(current, ours)`` answered from this host's mirror."""
 
     def commit_time(sha: str) -> datetime | None:
         try:
@@ -221,28 +262,32 @@ def promote_variant(plan: ReleasePlan, v: VariantPlan, digests: Mapping[str, str
         except SourceError:
             return False
 
-    public = registry_for(config.public_registry)
-    image_alias = alias_state(public, plan.public_repository, v.public_tags.nightly)
-    images = forwards(image_alias.commit, plan.commit, is_ancestor=is_ancestor, commit_time=commit_time)
-    log(f"{v.name} images: {images.why}")
-    if images.move:
-        ensure_tag(public, plan.public_repository, v.public_tags.nightly, digests["release"], log)
-        ensure_tag(public, plan.public_repository, v.public_tags.base_nightly, digests["base"], log)
-    alias = store_root(v.nightly_wheels_url, config.wheel_store.connection_id)
-    current = read_published(alias, v.nightly_wheels_url)
-    wheels = forwards(current.commit if current else None, plan.commit, is_ancestor=is_ancestor,
-                      commit_time=commit_time)
-    log(f"{v.name} wheels: {wheels.why}")
-    if wheels.move:
-        promote_index(store_root(v.wheels_url, config.wheel_store.connection_id), v.wheels_url, alias,
-                      v.nightly_wheels_url, commit=plan.commit, variant=v.name, log=log)
-    result: dict[str, Any] = {"promoted": images.move or wheels.move,
-                              "why": f"images: {images.why}; wheels: {wheels.why}"}
-    if images.move:
-        result["images"] = True
-    if wheels.move:
-        result["wheels"] = True
-    return result
+    return lambda current: forwards(current, ours, is_ancestor=is_ancestor, commit_time=commit_time)
+
+
+def _promote_images(plan: ReleasePlan, v: VariantPlan, digests: Mapping[str, str],
+                    decide: Callable[[str | None], Verdict], log: Log) -> Verdict:
+    public, repo = registry_for(plan.config.public_registry), plan.public_repository
+    nightly = alias_state(public, repo, v.public_tags.nightly)
+    base = alias_state(public, repo, v.public_tags.base_nightly)
+    verdict = decide(nightly.commit)
+    log(f"{v.name} images: {verdict.why}")
+    if verdict.move:
+        move_alias(public, repo, v.public_tags.nightly, expected=nightly.digest, digest=digests["release"], log=log)
+        move_alias(public, repo, v.public_tags.base_nightly, expected=base.digest, digest=digests["base"], log=log)
+    return verdict
+
+
+def _promote_wheels(plan: ReleasePlan, v: VariantPlan, decide: Callable[[str | None], Verdict], log: Log) -> Verdict:
+    conn = plan.config.wheel_store.connection_id
+    alias = store_root(v.nightly_wheels_url, conn)
+    current = alias_commit(alias, v.nightly_wheels_url)
+    verdict = decide(current)
+    log(f"{v.name} wheels: {verdict.why}")
+    if verdict.move:
+        move_nightly_index(store_root(v.wheels_url, conn), v.wheels_url, alias, v.nightly_wheels_url,
+                           expected_commit=current, commit=plan.commit, variant=v.name, log=log)
+    return verdict
 
 
 # --------------------------------------------------------------------------- the report

@@ -122,7 +122,8 @@ class Publication(Frozen):
 # --------------------------------------------------------------------------- publishing
 
 
-def publish_wheels(wheels: Sequence[Path], folder: StorePath, where: str, log: Log) -> list[PublishedFile]:
+def publish_wheels(wheels: Sequence[Path], folder: StorePath, where: str, log: Log, *,
+                   before_replace: Callable[[], None] = lambda: None) -> list[PublishedFile]:
     """Upload ``wheels`` to ``folder`` (skipping those already there) and write its PEP 503 index last.
 
     ``where`` names the folder in messages (its URL). Returns one PublishedFile
@@ -132,13 +133,15 @@ def publish_wheels(wheels: Sequence[Path], folder: StorePath, where: str, log: L
     interrupted call leaves the folder either as it was, or reading as not
     published; calling again completes it. Bad input (no wheels, one file name
     twice, a wheel whose metadata disagrees with its name) raises ValueError
-    before anything is written.
+    before anything is written. ``before_replace`` runs before the bytes of a
+    file already there change (other pages linking it: ``wheels_alias``).
     """
     where = _slash(where)
     store = _writable(folder, where)
     local = _wheels_to_publish(wheels, where)
     upload, changed = _compare_with_store(store, local, where, log)
     if changed:
+        before_replace()
         _withdraw_pages(store, where, {w.project for w in changed}, log)
     _upload(store, upload, where, log)
     # Every uploaded file is read back before any page links it. A skipped file was verified by the
@@ -439,10 +442,8 @@ def _write_atomic(store: WritableStorePath, parts: tuple[str, ...], chunks: Iter
 def _abandon(stream: Any) -> None:
     """Drop a half-written object-store upload instead of committing it.
 
-    fsspec files commit whatever was buffered when they are closed, even on an
-    error (their ``__exit__`` and ``__del__`` call ``close``): discard the
-    upload (s3fs also aborts a started multipart upload) and mark the file
-    closed so that nothing is ever PUT.
+    fsspec files commit what was buffered when closed, even on an error (``__exit__``, ``__del__``):
+    discard the upload (s3fs aborts a started multipart upload), mark the file closed: nothing is PUT.
     """
     discard = getattr(stream, "discard", None)
     if not callable(discard):

@@ -62,11 +62,11 @@ CRON_RE = re.compile(
 
 def _no_url_credentials(url: str) -> str:
     """A git URL may name a user (``ssh://git@host``) but carry no secret: it goes into the plan,
-    XCom, labels and logs. Credentials for git belong in the host's git credential helper or SSH key."""
+    XCom, labels and logs. Credentials for git belong in an Airflow connection (``git_conn_id``)."""
     found = _USERINFO_RE.match(url)
     if found and (":" in found["userinfo"] or url.lower().startswith(("http://", "https://"))):
         raise ValueError("must not contain credentials (user:password@ or token@ in an http(s) URL); "
-                         "configure git's credential helper or an SSH key on the hosts instead")
+                         "name an Airflow connection holding them in project.git_conn_id instead")
     return url
 
 
@@ -84,6 +84,8 @@ class Project(_Strict):
     git_url: Annotated[str, Field(min_length=1)]
 
     _no_credentials = field_validator("git_url")(_no_url_credentials)
+    # The Airflow connection whose login and password (a token) git sends to an http(s) remote.
+    git_conn_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,250}$")] | None = None
     branch: Annotated[str, Field(pattern=r"^[A-Za-z0-9._/-]+$")] = "main"
     base_dockerfile: str
     base_inputs: tuple[str, ...] = ()

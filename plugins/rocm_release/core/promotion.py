@@ -13,7 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from rocm_release.core.errors import TransientError
 from rocm_release.core.plan import ReleasePlan
+
+
+class AliasMoved(RuntimeError, TransientError):
+    """An alias changed between deciding to move it and moving it: another run is promoting.
+
+    Transient: the task's retry decides again from what the alias holds then."""
 
 
 @dataclass(frozen=True)
@@ -24,14 +31,18 @@ class Verdict:
     why: str
 
 
-def may_promote(plan: ReleasePlan) -> Verdict:
-    """Scheduled runs promote; manual runs only with ``promote``; backfills and dry runs never."""
+def may_promote(plan: ReleasePlan, *, on_branch: Callable[[], bool]) -> Verdict:
+    """Scheduled runs promote; manual runs only with ``promote``; backfills and dry runs never;
+    and only a commit of the release branch (``on_branch()``, asked last: it reads git)."""
     if plan.dry_run:
         return Verdict(False, "dry run: nothing is promoted")
     if plan.run_kind == "backfill":
         return Verdict(False, "backfills never promote")
     if not plan.promote:
         return Verdict(False, "this manual run did not ask to promote (Param promote=false)")
+    if not on_branch():
+        return Verdict(False, f"{plan.commit[:12]} is not on the release branch {plan.branch!r}: "
+                              "published per commit, never promoted")
     return Verdict(True, f"{plan.run_kind} run promotes")
 
 

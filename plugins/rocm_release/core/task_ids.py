@@ -40,6 +40,11 @@ IMAGE_PRODUCERS = (*BUILD_ORDER, REUSE_CACHED_IMAGES)
 TIMED_TASKS = (*SENSORS.values(), CHOOSE_PATH, *BUILD_ORDER, REUSE_CACHED_IMAGES, PUSH_IMAGES, PUBLISH_WHEELS,
                PROMOTE_NIGHTLY)
 
+# The Airflow pool (1 slot) of every task that writes a public name — push_images, publish_wheels,
+# promote_nightly, apply_retention — across all runs of any kind (scheduled, manual, backfills: a
+# backfill counts against its own max_active_runs, not the DAG's). Airflow-native mutual exclusion.
+PUBLISHING_POOL = "rocm_publishing"
+
 # rocm_release_retention
 PLAN_RETENTION = "plan_retention"
 APPLY_RETENTION = "apply_retention"

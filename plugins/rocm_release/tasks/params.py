@@ -34,7 +34,8 @@ def release_params(config: ReleaseConfig) -> dict[str, Param]:
         ),
         "promote": Param(
             False, type="boolean", title="Promote to nightly",
-            description="Manual runs only: move the nightly aliases (only ever forwards). "
+            description="Manual runs only: move the nightly aliases (only ever forwards). Only a commit on "
+            "the release branch is promoted; another branch's commit is published per commit only. "
             "Scheduled runs always promote; backfills never do.",
         ),
         "dry_run": Param(
