@@ -23,9 +23,11 @@ import io
 import json
 import os
 import posixpath
+import re
 import subprocess
 import tarfile
 import time
+import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +36,7 @@ from typing import Any
 from urllib.parse import unquote, urldefrag
 
 import httpx
+import jwt
 from packaging.utils import canonicalize_name
 
 from rocm_release.adapters.config_file import REPO_ROOT, load_config
@@ -55,7 +58,7 @@ from rocm_release.core.plan import (
     VariantPlan,
     make_plan,
 )
-from tests.support.registries import TestImage, make_image
+from tests.support.registries import LocalRegistry, TestImage, TokenServer, make_image, running_registry
 from tests.support.services import STATE
 from tests.support.wheels import make_wheel
 
@@ -168,10 +171,14 @@ def dist_layer(wheels: Sequence[Path], *, mtime: int = 0) -> bytes:
     return buffer.getvalue()
 
 
-def night_wheels(folder: Path, commit: str) -> tuple[list[Path], list[Path]]:
-    """(the project's wheels, the base's wheels) as the builds leave them in ``/dist`` (linux tags)."""
+def night_wheels(folder: Path, commit: str, payload: int = 0) -> tuple[list[Path], list[Path]]:
+    """(the project's wheels, the base's wheels) as the builds leave them in ``/dist`` (linux tags);
+    ``payload`` random bytes (stored, not compressed) make the project's binary wheel that much bigger."""
+    modules = None
+    if payload:
+        modules = {"tinyllm/__init__.py": b"VERSION = 1\n", "tinyllm/_native.so": b"\x7fELF" + os.urandom(payload)}
     project = [make_wheel(folder / "wheels", "tinyllm", f"0.1.0+g{commit[:8]}", tag=f"py3-none-linux_{ARCH}",
-                          requires=["rocmtorch>=2.9"]),
+                          requires=["rocmtorch>=2.9"], modules=modules, compress_type=zipfile.ZIP_STORED),
                make_wheel(folder / "wheels", "tinyllm-extras", f"0.1.0+g{commit[:8]}")]
     base = [make_wheel(folder / "base", "rocmtorch", "2.9.0+rocm7.1.0", tag=f"py3-none-linux_{ARCH}")]
     return project, base
@@ -184,6 +191,7 @@ class Night:
     images: dict[str, TestImage]
     refs: dict[str, str]
     wheel_layer: str  # digest of the project wheels image's /dist layer
+    wheel_layer_bytes: bytes
 
     @property
     def digests(self) -> dict[str, str]:
@@ -194,11 +202,11 @@ def labels(v: VariantPlan, **extra: str) -> dict[str, str]:
     return {LABEL_SCHEMA: str(SCHEMA_VERSION), LABEL_BASE_KEY: v.base_key, LABEL_VARIANT: v.name, **extra}
 
 
-def push_night(registry_url: str, plan: ReleasePlan, folder: Path, *, mtime: int = 0) -> Night:
+def push_night(registry_url: str, plan: ReleasePlan, folder: Path, *, mtime: int = 0, payload: int = 0) -> Night:
     """Base, base wheels, wheels and release images of ``plan``'s commit, tagged as the builds tag them."""
     v = plan.variant(VARIANT)
     repo = plan.cache_repository
-    project, base_wheels = night_wheels(folder, plan.commit)
+    project, base_wheels = night_wheels(folder / plan.commit[:8], plan.commit, payload)
     base = make_image(registry_url, repo, v.cache_tags.base, labels=labels(v))
     on_base = {LABEL_BASE_DIGEST: base.digest}
     wheels_layer = dist_layer(project, mtime=mtime)
@@ -212,7 +220,8 @@ def push_night(registry_url: str, plan: ReleasePlan, folder: Path, *, mtime: int
                               labels=labels(v, **on_base, **{LABEL_COMMIT: plan.commit})),
     }
     refs = {kind: plan.cache_ref(image.digest) for kind, image in images.items()}
-    return Night(images=images, refs=refs, wheel_layer="sha256:" + hashlib.sha256(wheels_layer).hexdigest())
+    return Night(images=images, refs=refs, wheel_layer="sha256:" + hashlib.sha256(wheels_layer).hexdigest(),
+                 wheel_layer_bytes=wheels_layer)
 
 
 def blob_file(storage: Path, digest: str) -> Path:
@@ -257,11 +266,25 @@ def store_lies(base_url: str, conn_id: str | None = None) -> list[str]:
     return lies
 
 
-def registry_lies(url: str, repository: str) -> list[str]:
+def reader(url: str, repository: str, login: tuple[str, str] | None = None) -> httpx.Client:
+    """A plain client for ``url``; with ``login``, it carries a pull token for ``repository`` from the
+    registry's token issuer (the Bearer flow, done by hand: independent of the code under test)."""
+    client = httpx.Client(base_url=url, timeout=30, trust_env=False)
+    if login is None:
+        return client
+    challenge = client.get("/v2/").headers.get("www-authenticate", "")
+    params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+    token = httpx.get(params["realm"], params={"service": params["service"], "scope": f"repository:{repository}:pull"},
+                      auth=login, timeout=10, trust_env=False).json()["token"]
+    client.headers["Authorization"] = f"Bearer {token}"
+    return client
+
+
+def registry_lies(url: str, repository: str, login: tuple[str, str] | None = None) -> list[str]:
     """Every tag of ``repository`` at ``url`` must resolve to a manifest (its bytes hashing to its digest)
     whose config and layers (and an index's manifests) are all there and hash to their digests."""
     lies: list[str] = []
-    with httpx.Client(base_url=url, timeout=30, trust_env=False) as client:
+    with contextlib.closing(reader(url, repository, login)) as client:
         listing = client.get(f"/v2/{repository}/tags/list")
         if listing.status_code == 404:
             return []
@@ -293,10 +316,12 @@ def _check_manifest(client: httpx.Client, repository: str, reference: str, what:
             lies.append(f"{what}: blob {blob['digest']} does not hash to its digest")
 
 
-def tag_digest(url: str, repository: str, tag: str) -> str | None:
+def tag_digest(url: str, repository: str, tag: str, login: tuple[str, str] | None = None) -> str | None:
     """The digest a tag points to now (None: no such tag), read with a plain HEAD."""
-    answer = httpx.head(f"{url}/v2/{repository}/manifests/{tag}", headers={"Accept": ", ".join(MANIFEST_MEDIA_TYPES)},
-                        timeout=10, trust_env=False)
+    with contextlib.closing(reader(url, repository, login)) as client:
+        answer = client.head(f"/v2/{repository}/manifests/{tag}", headers={"Accept": ", ".join(MANIFEST_MEDIA_TYPES)})
+    if answer.status_code not in (200, 404):
+        raise AssertionError(f"HEAD {url}/v2/{repository}/manifests/{tag}: HTTP {answer.status_code}")
     return answer.headers["docker-content-digest"] if answer.status_code == 200 else None
 
 
@@ -336,7 +361,7 @@ def publish_night(plan: ReleasePlan, night: Night, log: Log = quiet) -> dict[str
 
 
 def assert_converged(plan: ReleasePlan, night: Night, *, cache_url: str, public_url: str,
-                     promoted: bool = True) -> None:
+                     promoted: bool = True, public_login: tuple[str, str] | None = None) -> None:
     """The night's end state: the commit's wheels published and verified, the nightly index and the
     public tags on this commit (when ``promoted``), and nothing anywhere that misleads a reader."""
     v = plan.variant(VARIANT)
@@ -345,16 +370,56 @@ def assert_converged(plan: ReleasePlan, night: Night, *, cache_url: str, public_
     assert published.present, published.reason
     if promoted:
         assert alias_commit(store_root(v.nightly_wheels_url, conn), v.nightly_wheels_url) == plan.commit
-        assert tag_digest(public_url, plan.public_repository, v.public_tags.nightly) == night.digests["release"]
-        assert tag_digest(public_url, plan.public_repository, v.public_tags.base_nightly) == night.digests["base"]
-    assert tag_digest(public_url, plan.public_repository, v.public_tags.nightly_commit) == night.digests["release"]
-    assert_truthful(plan, cache_url=cache_url, public_url=public_url)
+        for tag, kind in ((v.public_tags.nightly, "release"), (v.public_tags.base_nightly, "base")):
+            assert tag_digest(public_url, plan.public_repository, tag, public_login) == night.digests[kind]
+    for tag, kind in ((v.public_tags.nightly_commit, "release"), (v.public_tags.base_nightly_commit, "base")):
+        assert tag_digest(public_url, plan.public_repository, tag, public_login) == night.digests[kind]
+    assert_truthful(plan, cache_url=cache_url, public_url=public_url, public_login=public_login)
 
 
-def assert_truthful(plan: ReleasePlan, *, cache_url: str | None, public_url: str | None) -> None:
+def assert_truthful(plan: ReleasePlan, *, cache_url: str | None, public_url: str | None,
+                    public_login: tuple[str, str] | None = None) -> None:
     """(a) of every fault: no page or alias names anything missing or unverified."""
     assert store_lies(plan.store_url, plan.config.wheel_store.connection_id) == []
     if public_url:
-        assert registry_lies(public_url, plan.public_repository) == []
+        assert registry_lies(public_url, plan.public_repository, public_login) == []
     if cache_url:
         assert registry_lies(cache_url, plan.cache_repository) == []
+
+
+# --------------------------------------------------------------------------- credentials
+
+
+class ExpiringTokens(TokenServer):
+    """A token issuer that, while ``expired`` is set, issues tokens that expired a minute ago (a wrong
+    clock, a misconfigured issuer): the registry refuses them with ``error="invalid_token"``."""
+
+    expired = False
+
+    def issue(self, user: str | None, scopes: list[str]) -> str:
+        token = super().issue(user, scopes)
+        if not self.expired:
+            return token
+        claims = jwt.decode(token, options={"verify_signature": False})
+        now = int(time.time())
+        claims.update(exp=now - 60, nbf=now - 120, iat=now - 120)
+        return jwt.encode(claims, self.key, algorithm="RS256", headers={"x5c": [self.x5c]})
+
+
+@contextlib.contextmanager
+def expiring_token_registry(root: Path, users: dict[str, str]) -> Iterator[tuple[LocalRegistry, ExpiringTokens]]:
+    """``tests.support.registries.token_registry`` with an ``ExpiringTokens`` issuer."""
+    tokens = ExpiringTokens(root, users)
+    auth: dict[str, object] = {"token": {"realm": tokens.realm, "service": "rocm-test-registry",
+                                         "issuer": "rocm-test-issuer", "rootcertbundle": str(tokens.bundle)}}
+    try:
+        with running_registry(root, auth) as registry:
+            yield registry, tokens
+    finally:
+        tokens.stop()
+
+
+def set_registry_connection(setenv: Callable[[str, str], object], conn_id: str, login: str, password: str) -> None:
+    """The Airflow connection (``AIRFLOW_CONN_<ID>``) a registry's credentials come from."""
+    setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps({"conn_type": "generic", "login": login,
+                                                          "password": password}))

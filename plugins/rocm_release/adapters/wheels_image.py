@@ -12,6 +12,7 @@ import json
 import posixpath
 import re
 import tarfile
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -77,21 +78,57 @@ def layer_digests(source: BlobSource, repository: str, reference: str) -> list[s
     return [layer["digest"] for layer in doc.get("layers", [])]
 
 
+# What reading a layer as a (compressed) tar stream raises when its bytes are not one.
+_TAR_ERRORS = (tarfile.TarError, zlib.error, EOFError)
+
+
+def _unreadable(blob: IO[bytes], where: str, digest: str, exc: Exception) -> UnverifiedWheels:
+    """The error for a layer that does not read as a tar archive. The rest of the blob is read first:
+    a blob whose bytes do not hash to its digest (corrupted storage or transfer) raises its registry's
+    FatalRegistryError, naming registry, repository and digest, from that read."""
+    for _ in iter(functools.partial(blob.read, 1 << 20), b""):
+        pass
+    return UnverifiedWheels(f"{where}: layer {digest} is not a readable tar archive ({exc})")
+
+
+class _LayerFile:
+    """A file's stream inside a layer: a decompression error names the layer (see ``_unreadable``)."""
+
+    def __init__(self, stream: IO[bytes], blob: IO[bytes], where: str, digest: str) -> None:
+        self._stream, self._blob, self._where, self._digest = stream, blob, where, digest
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._stream.read(size)
+        except _TAR_ERRORS as exc:
+            raise _unreadable(self._blob, self._where, self._digest, exc) from exc
+
+
 def _dist_members(
     source: BlobSource, repository: str, reference: str
-) -> Iterator[tuple[str, IO[bytes]]]:
+) -> Iterator[tuple[str, _LayerFile]]:
     """Yield (file name, stream) for every regular file under /dist, layer after layer."""
+    where = f"{repository}@{reference}"
     for digest in layer_digests(source, repository, reference):
-        with source.open_blob(repository, digest) as blob, tarfile.open(fileobj=blob, mode="r|*") as tar:
-            for member in tar:
-                path = posixpath.normpath(member.name.lstrip("./").lstrip("/"))
-                if not member.isfile():
-                    continue
-                if posixpath.dirname(path) != "dist":
-                    raise UnverifiedWheels(f"{repository}@{reference} holds {member.name!r} outside /dist")
-                stream = tar.extractfile(member)
-                assert stream is not None  # a regular file always has a stream
-                yield posixpath.basename(path), stream
+        with source.open_blob(repository, digest) as blob:
+            try:
+                tar = tarfile.open(fileobj=blob, mode="r|*")
+                members = iter(tar)
+                while True:
+                    try:
+                        member = next(members)
+                    except StopIteration:
+                        break
+                    path = posixpath.normpath(member.name.lstrip("./").lstrip("/"))
+                    if not member.isfile():
+                        continue
+                    if posixpath.dirname(path) != "dist":
+                        raise UnverifiedWheels(f"{where} holds {member.name!r} outside /dist")
+                    stream = tar.extractfile(member)
+                    assert stream is not None  # a regular file always has a stream
+                    yield posixpath.basename(path), _LayerFile(stream, blob, where, digest)
+            except _TAR_ERRORS as exc:
+                raise _unreadable(blob, where, digest, exc) from exc
 
 
 def read_dist(
