@@ -21,10 +21,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 
+from packaging.utils import canonicalize_name
+
 from rocm_release.adapters.store import StorePath, read_text_or_none
 from rocm_release.adapters.wheels_publish import (
     INDEX,
     Publication,
+    _read_meta,
     _slash,
     _unlink,
     _writable,
@@ -32,6 +35,7 @@ from rocm_release.adapters.wheels_publish import (
     promote_index,
     read_published,
 )
+from rocm_release.core.index import parse_project_list
 from rocm_release.core.promotion import AliasMoved
 
 Log = Callable[[str], None]
@@ -47,12 +51,21 @@ def _marker(alias: StorePath, url: str) -> dict[str, str] | None:
     return found if isinstance(found, dict) and {"commit", "variant", "source"} <= set(found) else None
 
 
+def _root(alias: StorePath, url: str) -> tuple[dict[str, str], tuple[str, ...]] | None:
+    """The alias root page's ``rocm-nightly:`` meta tags and the projects it lists (None: no root page).
+    Reads the root only: a missing project page must not stop the move or withdrawal that rewrites it."""
+    root = read_text_or_none(alias / INDEX, url + INDEX)
+    if root is None:
+        return None
+    return _read_meta(root), tuple(sorted({canonicalize_name(p) for p in parse_project_list(root)}))
+
+
 def alias_commit(alias: StorePath, url: str) -> str | None:
     """The commit the alias names: its root page's, else a withdrawal marker's (None: no alias yet)."""
     url = _slash(url)
-    published = read_published(alias, url)
-    if published is not None:
-        return published.commit
+    root = _root(alias, url)
+    if root is not None:
+        return root[0].get("commit")
     marker = _marker(alias, url)
     return marker["commit"] if marker else None
 
@@ -80,14 +93,15 @@ def withdraw_aliases_of(source_url: str, aliases: Sequence[Alias], log: Log) -> 
     source_url = _slash(source_url)
     for alias, url in aliases:
         url = _slash(url)
-        published = read_published(alias, url)
-        if published is None or _slash(published.source or "") != source_url:
+        root = _root(alias, url)
+        if root is None or _slash(root[0].get("source", "")) != source_url:
             continue
-        marker = {"commit": published.commit or "", "variant": published.variant or "", "source": source_url}
+        meta, projects = root
+        marker = {"commit": meta.get("commit", ""), "variant": meta.get("variant", ""), "source": source_url}
         writable = _writable(alias, url)
         _write_atomic(writable, (MARKER,), [json.dumps(marker).encode()], url)
         # The root first (the alias reads "not published"), then every project page (pip reads those alone).
-        for parts in [(INDEX,), *((project, INDEX) for project in published.projects)]:
+        for parts in [(INDEX,), *((project, INDEX) for project in projects)]:
             target = writable
             for part in parts:
                 target = target / part
