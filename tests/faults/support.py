@@ -131,12 +131,12 @@ def make_repo(path: Path) -> list[str]:
 def world_config(*, cache: str, public: str, store_url: str, git_url: str, store_conn: str | None = None,
                  cache_conn: str | None = None, public_conn: str | None = None, git_conn: str | None = None,
                  repository: str = "rocm-nightly/tinyllm", build_args: Mapping[str, str] | None = None,
-                 ) -> ReleaseConfig:
+                 parent: str = PARENT) -> ReleaseConfig:
     """include/config/demo.yaml with one variant, these registries (plain http), store and git URL."""
     doc: dict[str, Any] = load_config(REPO_ROOT / "include" / "config" / "demo.yaml").model_dump(mode="json")
     doc["variants"] = [v for v in doc["variants"] if v["name"] == VARIANT]
     doc["project"].update(git_url=git_url, git_conn_id=git_conn, base_dockerfile="docker/Dockerfile.base",
-                          dockerfile="docker/Dockerfile", base_inputs=[], parent_image=PARENT,
+                          dockerfile="docker/Dockerfile", base_inputs=[], parent_image=parent,
                           build_args=dict(build_args or {}))
     doc["cache_registry"].update(host=cache, scheme="http", repository=repository, connection_id=cache_conn)
     doc["public_registry"].update(host=public, scheme="http", repository=f"{repository}-rocm",

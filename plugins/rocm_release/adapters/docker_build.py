@@ -72,8 +72,21 @@ def run_streaming(args: Sequence[str], env: Mapping[str, str], log: Log, *, stdi
         code = proc.wait()
     if code != 0:
         tail = "\n".join(lines[-15:])
-        raise BuildError(f"{args[0]} {args[1]} failed with exit code {code}:\n{tail}")
+        daemon = env.get("DOCKER_HOST") or "the default docker daemon"
+        # A daemon stopped mid-build leaves docker saying only "unexpected EOF": say whether it is gone.
+        gone = "" if _daemon_answers(args[0], env) else " (the daemon does not answer now: stopped or restarted?)"
+        raise BuildError(f"{args[0]} {args[1]} on {daemon} failed with exit code {code}{gone}:\n{tail}")
     return "\n".join(lines)
+
+
+def _daemon_answers(cli: str, env: Mapping[str, str]) -> bool:
+    """Whether the daemon of ``env`` answers ``docker version`` within 20 s."""
+    try:
+        probe = subprocess.run([cli, "version", "--format", "{{.Server.Version}}"], env=dict(env),
+                               capture_output=True, check=False, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode == 0
 
 
 @contextmanager
