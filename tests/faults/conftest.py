@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.support import make_repo
+from tests.faults.matrix import make_repo
 from tests.support.registries import REGISTRY_BIN, LocalRegistry, running_registry
 
 

@@ -38,7 +38,7 @@ from rocm_release.core.params import ReleaseParams
 from rocm_release.core.plan import ReleasePlan
 from rocm_release.core.promotion import AliasMoved
 from tests.faults.conftest import Repo
-from tests.faults.support import (
+from tests.faults.matrix import (
     AS_OF,
     PARENT,
     PARENT_DIGEST,
@@ -56,7 +56,7 @@ from tests.faults.support import (
     world_config,
 )
 from tests.support.dockerd import private_dockerd
-from tests.support.faults import tcp_gate
+from tests.support.gates import tcp_gate
 from tests.support.git_http import git_http_server
 from tests.support.moto import admin_client, set_connection
 from tests.support.net import HttpServer, QuietHandler

@@ -27,7 +27,7 @@ from rocm_release.adapters.wheels_alias import alias_commit
 from rocm_release.core.plan import ReleasePlan
 from rocm_release.core.registry import FatalRegistryError, TransientRegistryError
 from tests.faults.conftest import Repo
-from tests.faults.support import (
+from tests.faults.matrix import (
     VARIANT,
     Night,
     assert_converged,
@@ -45,7 +45,7 @@ from tests.faults.support import (
     tag_digest,
     world_config,
 )
-from tests.support.faults import HttpFaultProxy, tcp_gate
+from tests.support.gates import HttpFaultProxy, tcp_gate
 from tests.support.registries import LocalRegistry, raw_push_blob, token_registry
 
 pytestmark = pytest.mark.faults

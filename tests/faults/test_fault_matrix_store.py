@@ -26,7 +26,7 @@ from rocm_release.adapters.store import FatalStoreError, TransientStoreError, ob
 from rocm_release.adapters.wheels_alias import alias_commit
 from rocm_release.core.plan import ReleasePlan
 from tests.faults.conftest import Repo
-from tests.faults.support import (
+from tests.faults.matrix import (
     VARIANT,
     Night,
     plan_for,
@@ -37,7 +37,7 @@ from tests.faults.support import (
     store_lies,
     world_config,
 )
-from tests.support.faults import TcpGate, tcp_gate
+from tests.support.gates import TcpGate, tcp_gate
 from tests.support.moto import admin_client, moto_api, moto_server, set_connection
 from tests.support.registries import LocalRegistry
 

@@ -9,5 +9,7 @@
 * ``wheels``: real, deterministic wheels;
 * ``retention_history``: a nightly history in two registries and a store, what retention must leave, a run;
 * ``dockerd``: a private, empty ``dockerd``;
+* ``gates``: a TCP gate (down, cut mid-request, hold a request) and an HTTP proxy (503s, other bytes) in front of
+  a real server, for the fault matrix;
 * ``demo``: the demo config and git history, Airflow homes and ``airflow dags test`` runs.
 """

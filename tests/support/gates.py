@@ -1,4 +1,4 @@
-"""Fault injectors for the fault matrix (tests/faults/): network gates in front of real servers.
+"""Network gates in front of real servers, for the fault matrix (tests/faults/): outages, cuts, stalls, 503s, lies.
 
 * ``TcpGate`` — a TCP forwarder on a port of its own in front of a real server (a registry, moto, a
   git server). ``open()``/``close()`` make the service reachable or not (closed: connections are
