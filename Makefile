@@ -13,7 +13,7 @@ STATE := .state
 PYVER := $(or $(shell $(PYTHON) -c 'import sys; print("%d%d" % sys.version_info[:2])' 2>/dev/null),unknown)
 LOCK := requirements/lock-py$(PYVER).txt
 
-.PHONY: help venv services-up services-down services-status lint lock lock-check test unit demo bench clean
+.PHONY: help venv services-up services-down services-status lint lock lock-check test unit faults demo bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -60,6 +60,9 @@ lint: $(STAMP)  ## ruff (incl. banned module-level imports), mypy --strict on th
 
 unit: $(STAMP)  ## the tests that need no services
 	$(VENV)/bin/pytest tests/unit tests/dags
+
+faults: $(STAMP)  ## the fault matrix (tests/faults/): throwaway services of its own; root for tmpfs and dockerd
+	$(VENV)/bin/pytest tests/faults
 
 test: lock-check lint services-up  ## the whole suite, against real local services
 	$(VENV)/bin/pytest

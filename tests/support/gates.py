@@ -63,7 +63,6 @@ class TcpGate:
     def __init__(self, target_port: int, port: int | None = None) -> None:
         self.target_port = target_port
         self.port = port or free_port()
-        self.requests = 0  # client chunks forwarded (a rough count, for "did anything arrive")
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
         self._sockets: set[socket.socket] = set()
@@ -172,7 +171,6 @@ class TcpGate:
                             _reset(source)
                             _reset(sink)
                             return
-                    self.requests += 1
                 sink.sendall(chunk)
         except OSError:
             pass
