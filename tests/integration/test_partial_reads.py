@@ -20,14 +20,21 @@ import io
 import os
 import tarfile
 import tracemalloc
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote, urlsplit
 
 import pytest
 
 from rocm_release.adapters.registry.oci import OciRegistry
+from rocm_release.adapters.store import StorePath, observe_published, store_root
 from rocm_release.adapters.wheels_image import file_sink, read_dist
+from rocm_release.adapters.wheels_publish import NotPublished, promote_index, publish_wheels, read_published
+from rocm_release.core.index import IndexPageError
 from rocm_release.core.registry import FatalRegistryError
+from tests.support.moto import admin_client, set_connection
 from tests.support.registries import REGISTRY_BIN, LocalRegistry, make_image, running_registry, unique_repo
 from tests.support.wheels import make_wheel
 
@@ -144,3 +151,95 @@ def test_an_honest_layer_is_read_to_its_end_in_bounded_memory(
     assert [(f.name, f.sha256) for f in files if f.name.endswith(".whl")] == [
         ("demo-0.1-py3-none-any.whl", wheel_sha)]
     assert peak < 12 << 20, f"read_dist peaked at {peak} bytes of Python allocations for a {len(layer)}-byte layer"
+
+
+# --------------------------------------------------------------------------------------------
+# Defect 8: an index page never leads a reader out of its folder (file:// and moto S3)
+
+COMMIT_A, COMMIT_B, VARIANT = "a" * 40, "b" * 40, "rocm710"
+STORE_CONN = "wheels_partial_reads"
+
+
+@dataclass(frozen=True)
+class Store:
+    base: str  # <store>/rocm
+    conn_id: str | None
+
+    def url(self, commit: str) -> str:
+        return f"{self.base}/{commit}/{VARIANT}/"
+
+    def folder(self, commit: str) -> StorePath:
+        return store_root(self.url(commit), self.conn_id)
+
+
+@pytest.fixture(params=["file", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Store:
+    if request.param == "file":
+        return Store(f"file://{tmp_path}/store/rocm", None)
+    moto: str = request.getfixturevalue("moto_url")  # a moto server of this module's own (tests/conftest.py)
+    set_connection(monkeypatch.setenv, STORE_CONN, moto)
+    bucket = f"wheels-{uuid.uuid4().hex[:12]}"
+    admin_client("s3", moto).create_bucket(Bucket=bucket)
+    return Store(f"s3://{bucket}/rocm", STORE_CONN)
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+# Links from <store>/rocm/<B>/<variant>/demo/index.html to commit A's wheel, which is outside B's folder.
+ESCAPES = {
+    "encoded slashes": "../..%2F..%2F{a}%2F{variant}%2F{wheel}",
+    "encoded dots and slashes": "../%2E%2E%2F%2E%2E%2F{a}%2F{variant}%2F{wheel}",
+    "absolute path": "../{absolute}",
+    "encoded backslashes": "../..%5C..%5C{a}%5C{variant}%5C{wheel}",
+    "NUL": "../{wheel}%00.txt",
+    "dot file": "../.{wheel}.0123456789abcdef.part",
+}
+
+
+def hostile_folder(store: Store, tmp_path: Path, how: str) -> tuple[str, str]:
+    """Commit A published for real; commit B's pages link A's wheel (with its true sha256) as ``how`` says.
+
+    Returns (B's URL, the wheel's file name).
+    """
+    wheel = make_wheel(tmp_path / "wheels", "demo", "0.1")
+    publish_wheels([wheel], store.folder(COMMIT_A), store.url(COMMIT_A), quiet)
+    outside = store.folder(COMMIT_A) / wheel.name
+    absolute = quote(urlsplit(str(outside)).path, safe="")  # the path in the store, slashes as %2F
+    href = ESCAPES[how].format(a=COMMIT_A, variant=VARIANT, wheel=quote(wheel.name), absolute=absolute)
+    sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    folder = store.folder(COMMIT_B)
+    if store.conn_id is None:
+        (tmp_path / "store/rocm" / COMMIT_B / VARIANT / "demo").mkdir(parents=True)
+    (folder / "demo" / "index.html").write_text(  # type: ignore[attr-defined]
+        f'<!DOCTYPE html><html><body><a href="{href}#sha256={sha}">{wheel.name}</a></body></html>\n')
+    (folder / "index.html").write_text(  # type: ignore[attr-defined]
+        '<!DOCTYPE html><html><body><a href="demo/">demo</a></body></html>\n')
+    return store.url(COMMIT_B), wheel.name
+
+
+@pytest.mark.parametrize("how", list(ESCAPES))
+def test_a_page_linking_outside_its_folder_is_not_published(store: Store, tmp_path: Path, how: str) -> None:
+    where, _ = hostile_folder(store, tmp_path, how)
+    observed = observe_published(store.folder(COMMIT_B), where)
+    assert not observed.present
+    assert "is not a plain file name" in observed.reason, observed.reason
+
+
+@pytest.mark.parametrize("how", list(ESCAPES))
+def test_reading_a_page_linking_outside_its_folder_is_fatal(store: Store, tmp_path: Path, how: str) -> None:
+    """``read_published`` (promotion's and retention's reader of an alias) refuses the page."""
+    where, _ = hostile_folder(store, tmp_path, how)
+    with pytest.raises(IndexPageError, match="is not a plain file name"):
+        read_published(store.folder(COMMIT_B), where)
+
+
+@pytest.mark.parametrize("how", list(ESCAPES))
+def test_promotion_never_points_nightly_outside_the_published_folder(store: Store, tmp_path: Path, how: str) -> None:
+    where, _ = hostile_folder(store, tmp_path, how)
+    alias_url = f"{store.base}/nightly/{VARIANT}/"
+    alias = store_root(alias_url, store.conn_id)
+    with pytest.raises(NotPublished, match="is not a plain file name"):
+        promote_index(store.folder(COMMIT_B), where, alias, alias_url, commit=COMMIT_B, variant=VARIANT, log=quiet)
+    assert read_published(alias, alias_url) is None
