@@ -15,26 +15,31 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import json
 import os
 import tarfile
 import tracemalloc
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 
-from rocm_release.adapters.registry.oci import OciRegistry
+from rocm_release.adapters.registry.ecr import EcrRegistry
+from rocm_release.adapters.registry.oci import MAX_TAG_PAGE_BYTES, OciRegistry
+from rocm_release.adapters.registry.oci_auth import MAX_TOKEN_BYTES
 from rocm_release.adapters.store import StorePath, observe_published, store_root
 from rocm_release.adapters.wheels_image import file_sink, read_dist
 from rocm_release.adapters.wheels_publish import NotPublished, promote_index, publish_wheels, read_published
 from rocm_release.core.index import IndexPageError
-from rocm_release.core.registry import FatalRegistryError
+from rocm_release.core.registry import MAX_LIST_PAGES, FatalRegistryError
 from tests.support.moto import admin_client, set_connection
+from tests.support.net import HttpServer, QuietHandler
 from tests.support.registries import REGISTRY_BIN, LocalRegistry, make_image, running_registry, unique_repo
 from tests.support.wheels import make_wheel
 
@@ -243,3 +248,165 @@ def test_promotion_never_points_nightly_outside_the_published_folder(store: Stor
     with pytest.raises(NotPublished, match="is not a plain file name"):
         promote_index(store.folder(COMMIT_B), where, alias, alias_url, commit=COMMIT_B, variant=VARIANT, log=quiet)
     assert read_published(alias, alias_url) is None
+
+
+# --------------------------------------------------------------------------------------------
+# Defect 8: listings that never end and answers that are too big (hostile servers, one per test)
+
+PAST_THE_PAGE_CAP = MAX_LIST_PAGES + 50  # where a hostile server gives up, so old code ends too
+REPO = "rocm/hostile"
+
+
+class Answers(QuietHandler):
+    """A request handler that answers JSON; ``server.answer(handler)`` decides what (set per test)."""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        self.server.answer(self)  # type: ignore[attr-defined]
+
+    do_POST = do_GET  # noqa: N815 - http.server's name
+
+    def json(self, doc: object, headers: dict[str, str] | None = None, status: int = 200) -> None:
+        body = json.dumps(doc).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@contextlib.contextmanager
+def hostile(answer: Callable[[Answers], None]) -> Iterator[tuple[HttpServer, list[str]]]:
+    """A server answering every request with ``answer``; yields it and the request paths it saw."""
+    seen: list[str] = []
+
+    def record(handler: Answers) -> None:
+        seen.append(handler.path)
+        answer(handler)
+
+    with HttpServer(Answers) as server:
+        server.httpd.answer = record  # type: ignore[attr-defined]
+        yield server, seen
+
+
+def tag_page(handler: Answers, tags: list[str], next_last: str | None) -> None:
+    link = {"Link": f'</v2/{REPO}/tags/list?n=100&last={next_last}>; rel="next"'} if next_last else {}
+    handler.json({"name": REPO, "tags": tags}, link)
+
+
+def page_number(path: str) -> int:
+    return int(parse_qs(urlsplit(path).query).get("last", ["0"])[0])
+
+
+def test_a_tag_list_that_pages_on_and_on_is_fatal_after_the_page_cap() -> None:
+    """Every next link is new (``last=1``, ``2``, …): only the page cap ends it."""
+    def answer(handler: Answers) -> None:
+        n = page_number(handler.path)
+        tag_page(handler, [f"t{n}"], str(n + 1) if n + 1 < PAST_THE_PAGE_CAP else None)
+
+    with hostile(answer) as (server, seen), OciRegistry(server.url.split("//")[1], scheme="http") as client:
+        with pytest.raises(FatalRegistryError, match=rf"{server.url.split('//')[1]}/{REPO}: .*more than "
+                                                     rf"{MAX_LIST_PAGES} pages"):
+            list(client.tag_names(REPO))
+    assert len(seen) == MAX_LIST_PAGES
+
+
+def test_a_tag_list_that_pages_in_a_circle_is_fatal() -> None:
+    """Page 0 → 1 → 2 → 1 …: the loop is seen on the first repeat. (Already so before issue #11.)"""
+    requests = 0
+
+    def answer(handler: Answers) -> None:
+        nonlocal requests
+        requests += 1
+        n = page_number(handler.path)
+        tag_page(handler, [f"t{n}"], None if requests >= 50 else "1" if n == 2 else str(n + 1))
+
+    with hostile(answer) as (server, seen), OciRegistry(server.url.split("//")[1], scheme="http") as client:
+        with pytest.raises(FatalRegistryError, match="pagination loops back"):
+            list(client.tag_names(REPO))
+    assert len(seen) == 3
+
+
+def test_a_huge_tag_page_is_fatal_and_not_read_whole() -> None:
+    tags = [f"nightly-{i:08d}-{'x' * 40}" for i in range(MAX_TAG_PAGE_BYTES // 50)]  # > the cap once quoted
+
+    with hostile(lambda handler: tag_page(handler, tags, None)) as (server, _), \
+            OciRegistry(server.url.split("//")[1], scheme="http") as client:
+        with pytest.raises(FatalRegistryError, match=rf"/{REPO}: GET .*larger than {MAX_TAG_PAGE_BYTES} bytes"):
+            list(client.tag_names(REPO))
+
+
+def test_a_huge_token_answer_is_fatal() -> None:
+    """A token server whose answer holds a usable token — and megabytes of padding."""
+    def answer(handler: Answers) -> None:
+        if handler.path.startswith("/token"):
+            handler.json({"token": "fine", "padding": "x" * (2 * MAX_TOKEN_BYTES)})
+        elif handler.headers.get("Authorization") != "Bearer fine":
+            realm = f"http://{handler.headers['Host']}/token"
+            handler.json({"errors": [{"code": "UNAUTHORIZED"}]}, {"WWW-Authenticate": f'Bearer realm="{realm}"'},
+                         status=401)
+        else:
+            tag_page(handler, ["t0"], None)
+
+    with hostile(answer) as (server, seen), OciRegistry(server.url.split("//")[1], scheme="http") as client:
+        with pytest.raises(FatalRegistryError, match=rf"/{REPO}: token server .* more than {MAX_TOKEN_BYTES} bytes"):
+            list(client.tag_names(REPO))
+    assert [urlsplit(p).path for p in seen] == [f"/v2/{REPO}/tags/list", "/token"]
+
+
+def ecr_page(handler: Answers, n: int, next_token: str | None) -> None:
+    """A DescribeImages answer as ECR gives it (awsJson1_1): one image with one tag."""
+    detail = {"registryId": "123456789012", "repositoryName": REPO, "imageDigest": "sha256:" + f"{n:064x}",
+              "imageTags": [f"t{n}"], "imagePushedAt": 1_790_000_000 + n}
+    body: dict[str, object] = {"imageDetails": [detail]}
+    if next_token is not None:
+        body["nextToken"] = next_token
+    handler.send_response(200)
+    raw = json.dumps(body).encode()
+    handler.send_header("Content-Type", "application/x-amz-json-1.1")
+    handler.send_header("Content-Length", str(len(raw)))
+    handler.end_headers()
+    handler.wfile.write(raw)
+
+
+def asked_token(handler: Answers) -> int:
+    length = int(handler.headers.get("Content-Length", "0"))
+    token = json.loads(handler.rfile.read(length) or b"{}").get("nextToken")
+    return int(token.removeprefix("token-")) if token else 0
+
+
+def hostile_ecr(server: HttpServer) -> EcrRegistry:
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client("ecr", endpoint_url=server.url, region_name="us-east-1", aws_access_key_id="testing",
+                          aws_secret_access_key="testing", config=Config(retries={"total_max_attempts": 1}))
+    return EcrRegistry("123456789012.dkr.ecr.us-east-1.amazonaws.com", client=client)
+
+
+def test_an_ecr_listing_whose_next_token_comes_back_is_fatal() -> None:
+    """token-1 → token-2 → token-1 …: botocore only notices a token given twice in a row."""
+    requests = 0
+
+    def answer(handler: Answers) -> None:
+        nonlocal requests
+        requests += 1
+        n = asked_token(handler)
+        ecr_page(handler, n, None if requests >= 50 else f"token-{1 if n == 2 else n + 1}")
+
+    with hostile(answer) as (server, seen):
+        with pytest.raises(FatalRegistryError, match=rf"/{REPO}: .*DescribeImages: pagination loops back"):
+            list(hostile_ecr(server).list_tags(REPO))
+    assert len(seen) == 3
+
+
+def test_an_ecr_listing_that_pages_on_and_on_is_fatal_after_the_page_cap() -> None:
+    def answer(handler: Answers) -> None:
+        n = asked_token(handler)
+        ecr_page(handler, n, f"token-{n + 1}" if n + 1 < PAST_THE_PAGE_CAP else None)
+
+    with hostile(answer) as (server, seen):
+        with pytest.raises(FatalRegistryError, match=rf"/{REPO}: .*more than {MAX_LIST_PAGES} pages"):
+            list(hostile_ecr(server).list_tags(REPO))
+    assert len(seen) == MAX_LIST_PAGES

@@ -26,7 +26,7 @@ from typing import NoReturn
 
 import httpx
 
-from rocm_release.adapters.registry.oci_auth import OciAuth, Scopes, parse_challenge
+from rocm_release.adapters.registry.oci_auth import OciAuth, Scopes, parse_challenge, read_capped
 from rocm_release.core.names import DIGEST_RE
 from rocm_release.core.registry import FatalRegistryError, TransientRegistryError
 
@@ -160,17 +160,8 @@ class OciSession:
         return self._transmit(method, url, repository, hdrs, content, stream=stream,
                               follow_redirects=follow_redirects)
 
-    @staticmethod
-    def read_capped(resp: httpx.Response, cap: int) -> bytes | None:
-        """The body, or None when it is longer than ``cap`` (reads at most cap+1 bytes)."""
-        parts: list[bytes] = []
-        total = 0
-        for chunk in resp.iter_bytes():
-            parts.append(chunk)
-            total += len(chunk)
-            if total > cap:
-                return None
-        return b"".join(parts)
+    # The body of a streamed answer, or None when longer than ``cap`` (see oci_auth.read_capped).
+    read_capped = staticmethod(read_capped)
 
     def _error_text(self, resp: httpx.Response) -> tuple[frozenset[str], str]:
         """Registry error codes and a short text from an error answer."""
