@@ -37,7 +37,8 @@ from rocm_release.adapters.store import StorePath, observe_published, store_root
 from rocm_release.adapters.wheels_image import file_sink, read_dist
 from rocm_release.adapters.wheels_publish import NotPublished, promote_index, publish_wheels, read_published
 from rocm_release.core.index import IndexPageError
-from rocm_release.core.registry import MAX_LIST_PAGES, FatalRegistryError
+from rocm_release.core.names import OCI_MANIFEST
+from rocm_release.core.registry import MAX_LIST_PAGES, FatalRegistryError, TransientRegistryError
 from tests.support.moto import admin_client, set_connection
 from tests.support.net import HttpServer, QuietHandler
 from tests.support.registries import REGISTRY_BIN, LocalRegistry, make_image, running_registry, unique_repo
@@ -263,7 +264,7 @@ class Answers(QuietHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         self.server.answer(self)  # type: ignore[attr-defined]
 
-    do_POST = do_GET  # noqa: N815 - http.server's name
+    do_POST = do_PUT = do_GET  # noqa: N815 - http.server's names
 
     def json(self, doc: object, headers: dict[str, str] | None = None, status: int = 200) -> None:
         body = json.dumps(doc).encode()
@@ -410,3 +411,27 @@ def test_an_ecr_listing_that_pages_on_and_on_is_fatal_after_the_page_cap() -> No
         with pytest.raises(FatalRegistryError, match=rf"/{REPO}: .*more than {MAX_LIST_PAGES} pages"):
             list(hostile_ecr(server).list_tags(REPO))
     assert len(seen) == MAX_LIST_PAGES
+
+
+def test_a_huge_error_answer_is_read_only_in_part() -> None:
+    """A 500 to a manifest PUT, with 64 MiB of error page: transient, and at most 1 MiB of it is kept."""
+    body = b"<html>" + b"x" * (64 << 20)
+
+    def answer(handler: Answers) -> None:
+        handler.rfile.read(int(handler.headers.get("Content-Length", "0")))
+        handler.send_response(500)
+        handler.send_header("Content-Type", "text/html")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        with contextlib.suppress(OSError):  # the client hangs up after what it keeps
+            handler.wfile.write(body)
+
+    with hostile(answer) as (server, _), OciRegistry(server.url.split("//")[1], scheme="http") as client:
+        tracemalloc.start()
+        try:
+            with pytest.raises(TransientRegistryError, match=rf"/{REPO}: PUT manifest t: HTTP 500"):
+                client.put_manifest(REPO, "t", b'{"schemaVersion": 2}', OCI_MANIFEST)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < 8 << 20, f"a 64 MiB error answer peaked at {peak} bytes of Python allocations"

@@ -32,6 +32,8 @@ from rocm_release.core.registry import FatalRegistryError, TransientRegistryErro
 
 DEFAULT_TIMEOUT = 30.0
 MAX_ERROR_BODY = 64 << 10
+# What is kept of an answer not read as a stream (HEAD, PUT, PATCH, POST, DELETE): the start of its body.
+MAX_UNSTREAMED_BODY = 1 << 20
 # Registry error codes that mean "definitively not there".
 ABSENT_CODES = frozenset({"MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_UNKNOWN"})
 
@@ -124,9 +126,23 @@ class OciSession:
     ) -> httpx.Response:
         request = self._client.build_request(method, url, headers=headers, content=content)
         try:
-            return self._client.send(request, stream=stream, follow_redirects=follow_redirects)
+            resp = self._client.send(request, stream=True, follow_redirects=follow_redirects)
+            if stream:
+                return resp
+            # Not streamed: an answer whose body we use at most for an error message. Keep its
+            # first MAX_UNSTREAMED_BODY bytes, never a hostile server's gigabytes.
+            try:
+                body = b""
+                for chunk in resp.iter_bytes():
+                    body += chunk[:MAX_UNSTREAMED_BODY - len(body)]
+                    if len(body) >= MAX_UNSTREAMED_BODY:
+                        break
+            finally:
+                resp.close()
         except httpx.HTTPError as exc:
             self.transport_error(repository, f"{method} {url.path}", exc)
+        return httpx.Response(resp.status_code, headers=resp.headers, content=body, request=request,
+                              history=resp.history)
 
     def send(
         self,
