@@ -1,6 +1,6 @@
 """Hostile or careless input: a credential is never echoed or frozen into the plan, a huge value is never
 echoed whole, and a bad schedule or sensor setting fails when the config is read, naming the file and field
-(issue #11, defects 5 and 8)."""
+(issue #11, defects 5 and 8); an index page names only plain file and project names (defect 8)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import yaml
 
 from rocm_release.adapters.config_file import REPO_ROOT
 from rocm_release.core.config import ConfigError, parse_config
+from rocm_release.core.index import IndexPageError, parse_project_list, parse_project_page, wheel_href
 from rocm_release.core.names import redact
 from rocm_release.core.params import ParamsError, parse_params
 
@@ -85,3 +86,35 @@ def test_good_schedules_pass(value: str | None) -> None:
 def test_a_huge_sensor_value_fails_when_the_config_is_read(field: str) -> None:
     with pytest.raises(ConfigError, match=rf"hostile\.yaml.*\n.*sensors\.{field}: .*less than or equal"):
         parse(demo(**{f"sensors__{field}": 10**20}))
+
+
+SHA = "0" * 64
+WHEEL = "vllm-0.9.0+rocm710-cp312-cp312-manylinux_2_28_x86_64.whl"
+
+
+@pytest.mark.parametrize("href", [
+    "../..%2F..%2Fother%2Fx.whl", "../%2E%2E%2F%2E%2E%2Fx.whl", "../%2Fetc%2Fpasswd", "../%2E%2E",
+    "../..%5C..%5Cx.whl", "../x.whl%00.txt", "../x%0A.whl", "../.x.whl.0123.part", "../", "../%2E",
+])
+def test_a_link_whose_decoded_name_is_not_a_plain_file_name_is_refused_at_parse(href: str) -> None:
+    with pytest.raises(IndexPageError, match="not a plain file name"):
+        parse_project_page(f'<a href="{href}#sha256={SHA}">x</a>')
+
+
+def test_plain_file_names_parse_whatever_their_quoting() -> None:
+    page = f'<a href="../vllm-0.9.0%2Brocm710-cp312-cp312-manylinux_2_28_x86_64.whl#sha256={SHA}">x</a>'
+    assert [link.filename for link in parse_project_page(page)] == [WHEEL]
+    alias = f'<a href="../../../{"a" * 40}/rocm710/{WHEEL}#sha256={SHA}">x</a>'  # a nightly alias page
+    assert [link.filename for link in parse_project_page(alias)] == [WHEEL]
+
+
+@pytest.mark.parametrize("href", ["..%2F..%2Fetc/", "../", "a%2Fb/", "%2E%2E/", ".hidden/", "torch%00/", "-x/"])
+def test_a_project_link_that_is_not_a_project_name_is_refused_at_parse(href: str) -> None:
+    with pytest.raises(IndexPageError, match="not a project name"):
+        parse_project_list(f'<a href="{href}">x</a>')
+
+
+@pytest.mark.parametrize("name", ["../x.whl", "a/b.whl", ".x.whl", "x\\y.whl", "x\x00.whl", ".."])
+def test_no_page_is_written_with_a_link_outside_its_folder(name: str) -> None:
+    with pytest.raises(IndexPageError, match="not a plain file name"):
+        wheel_href("../", name)

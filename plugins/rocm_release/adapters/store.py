@@ -15,7 +15,7 @@ from packaging.utils import canonicalize_name
 
 from rocm_release.core.decision import Observation
 from rocm_release.core.errors import FatalError, TransientError
-from rocm_release.core.index import IndexPageError, parse_project_list, parse_project_page
+from rocm_release.core.index import IndexLink, IndexPageError, parse_project_list, parse_project_page
 
 
 class StoreError(Exception):
@@ -109,29 +109,45 @@ def sha256_or_none(path: StorePath, where: str) -> str | None:
 
 
 def observe_published(folder: StorePath, where: str) -> Observation:
-    """Is ``folder`` (``<store>/<commit>/<variant>/``) a complete, verified publication?"""
+    """Is ``folder`` (``<store>/<commit>/<variant>/``) a complete, verified publication?
+
+    Only links ``../<plain file name>`` count: a page naming anything else (``..%2F..%2Fx.whl``
+    decodes to a path outside the folder) makes the folder "not published", and no file is read.
+    """
     root = read_text_or_none(folder / "index.html", f"{where}index.html")
     if root is None:
         return Observation(present=False, reason=f"{where}index.html does not exist")
+    links, problem = _project_links(folder, root, where)
+    if problem:
+        return Observation(present=False, reason=problem)
     files = []
-    for project in parse_project_list(root):
-        name = canonicalize_name(project)
-        page = read_text_or_none(folder / name / "index.html", f"{where}{name}/index.html")
-        if page is None:
-            return Observation(present=False, reason=f"{where}{name}/index.html is missing")
-        try:
-            links = parse_project_page(page)
-        except IndexPageError as exc:
-            return Observation(present=False, reason=f"{where}{name}/index.html: {exc}")
-        for link in links:
-            if not link.href.startswith("../") or "/" in link.href[3:]:
-                return Observation(present=False, reason=f"{where}{name}/: unexpected link {link.href!r}")
-            actual = sha256_or_none(folder / link.filename, f"{where}{link.filename}")
-            if actual is None:
-                return Observation(present=False, reason=f"{where}{link.filename} is linked but missing")
-            if actual != link.sha256:
-                return Observation(present=False, reason=f"{where}{link.filename}: sha256 {actual} != link's")
-            files.append(link.filename)
+    for name, link in links:
+        if not link.href.startswith("../") or "/" in link.href[3:]:
+            return Observation(present=False, reason=f"{where}{name}/: unexpected link {link.href!r}")
+        actual = sha256_or_none(folder / link.filename, f"{where}{link.filename}")
+        if actual is None:
+            return Observation(present=False, reason=f"{where}{link.filename} is linked but missing")
+        if actual != link.sha256:
+            return Observation(present=False, reason=f"{where}{link.filename}: sha256 {actual} != link's")
+        files.append(link.filename)
     if not files:
         return Observation(present=False, reason=f"{where}index.html links no wheel")
     return Observation(present=True, reason=f"published and verified: {', '.join(sorted(files))}")
+
+
+def _project_links(folder: StorePath, root: str, where: str) -> tuple[list[tuple[str, IndexLink]], str | None]:
+    """(project, link) for every link of every page the root lists, or why the folder is not published."""
+    try:
+        projects = [canonicalize_name(p) for p in parse_project_list(root)]
+    except IndexPageError as exc:
+        return [], f"{where}index.html: {exc}"
+    links: list[tuple[str, IndexLink]] = []
+    for name in projects:
+        page = read_text_or_none(folder / name / "index.html", f"{where}{name}/index.html")
+        if page is None:
+            return [], f"{where}{name}/index.html is missing"
+        try:
+            links += [(name, link) for link in parse_project_page(page)]
+        except IndexPageError as exc:
+            return [], f"{where}{name}/index.html: {exc}"
+    return links, None

@@ -1,7 +1,10 @@
 """Wheels images: ``FROM scratch`` images holding ``/dist/*.whl`` and ``/dist/SHA256SUMS``.
 
 They are read through the registry API, layer by layer, streaming: no docker
-daemon, no full-image pull, and never a whole layer in memory.
+daemon, no full-image pull, and never a whole layer in memory. tarfile stops at
+the archive's end marker, so each layer is then read to its end (and thrown
+away) before its files count: only a layer whose bytes matched its digest and
+size gives files to read_dist's result (issue #11, defect 1).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from rocm_release.core.names import DOCKER_MANIFEST_LIST, OCI_INDEX
 from rocm_release.core.registry import Manifest
 
 SUMS_NAME = "SHA256SUMS"
+READ_CHUNK = 1 << 20
 SUMS_LINE = re.compile(r"^(?P<sha>[0-9a-f]{64}) [ *](?P<name>[^/\s][^/]*)$")
 
 
@@ -31,12 +35,22 @@ class UnverifiedWheels(ValueError, FatalError):
     """The image's /dist does not match its SHA256SUMS (or has none): it must not be published."""
 
 
+class VerifyingBlob(Protocol):
+    """A blob's bytes that check themselves: ``verified`` once read to the end and matching its digest."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    @property
+    def verified(self) -> bool: ...
+
+
 class BlobSource(Protocol):
     """The two registry operations reading a wheels image needs."""
 
     def manifest(self, repository: str, reference: str) -> Manifest: ...
 
-    def open_blob(self, repository: str, digest: str) -> AbstractContextManager[IO[bytes]]: ...
+    def open_blob(self, repository: str, digest: str, *,
+                  size: int | None = None) -> AbstractContextManager[VerifyingBlob]: ...
 
 
 @dataclass(frozen=True)
@@ -65,6 +79,11 @@ def parse_sums(text: str) -> dict[str, str]:
 
 def layer_digests(source: BlobSource, repository: str, reference: str) -> list[str]:
     """The layer digests of an image (for an index: its linux/amd64 image)."""
+    return [digest for digest, _ in _layers(source, repository, reference)]
+
+
+def _layers(source: BlobSource, repository: str, reference: str) -> list[tuple[str, int | None]]:
+    """(digest, declared size) of each layer of an image (for an index: its linux/amd64 image)."""
     manifest = source.manifest(repository, reference)
     doc = json.loads(manifest.raw)
     if manifest.media_type in (OCI_INDEX, DOCKER_MANIFEST_LIST):
@@ -75,60 +94,75 @@ def layer_digests(source: BlobSource, repository: str, reference: str) -> list[s
         if not chosen:
             raise UnverifiedWheels(f"{repository}@{reference} is an index without a linux/amd64 image")
         doc = json.loads(source.manifest(repository, chosen[0]["digest"]).raw)
-    return [layer["digest"] for layer in doc.get("layers", [])]
+    return [(layer["digest"], _size(layer.get("size"))) for layer in doc.get("layers", [])]
+
+
+def _size(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 # What reading a layer as a (compressed) tar stream raises when its bytes are not one.
 _TAR_ERRORS = (tarfile.TarError, zlib.error, EOFError)
 
 
-def _unreadable(blob: IO[bytes], where: str, digest: str, exc: Exception) -> UnverifiedWheels:
-    """The error for a layer that does not read as a tar archive. The rest of the blob is read first:
-    a blob whose bytes do not hash to its digest (corrupted storage or transfer) raises its registry's
-    FatalRegistryError, naming registry, repository and digest, from that read."""
-    for _ in iter(functools.partial(blob.read, 1 << 20), b""):
-        pass
-    return UnverifiedWheels(f"{where}: layer {digest} is not a readable tar archive ({exc})")
+def _unreadable(blob: VerifyingBlob, where: str, exc: Exception) -> UnverifiedWheels:
+    """The error for a layer that does not read as a tar archive. The rest of the layer is read first:
+    bytes that do not match its digest (corrupted storage or transfer) raise the registry's
+    FatalRegistryError from that read, naming registry, repository and digest."""
+    _drain(blob, where)
+    return UnverifiedWheels(f"{where} is not a readable tar archive ({exc})")
 
 
 class _LayerFile:
     """A file's stream inside a layer: a decompression error names the layer (see ``_unreadable``)."""
 
-    def __init__(self, stream: IO[bytes], blob: IO[bytes], where: str, digest: str) -> None:
-        self._stream, self._blob, self._where, self._digest = stream, blob, where, digest
+    def __init__(self, stream: IO[bytes], blob: VerifyingBlob, where: str) -> None:
+        self._stream, self._blob, self._where = stream, blob, where
 
     def read(self, size: int = -1) -> bytes:
         try:
             return self._stream.read(size)
         except _TAR_ERRORS as exc:
-            raise _unreadable(self._blob, self._where, self._digest, exc) from exc
+            raise _unreadable(self._blob, self._where, exc) from exc
 
 
 def _dist_members(
     source: BlobSource, repository: str, reference: str
 ) -> Iterator[tuple[str, _LayerFile]]:
-    """Yield (file name, stream) for every regular file under /dist, layer after layer."""
-    where = f"{repository}@{reference}"
-    for digest in layer_digests(source, repository, reference):
-        with source.open_blob(repository, digest) as blob:
+    """Yield (file name, stream) for every regular file under /dist, layer after layer.
+
+    After tarfile reaches a layer's end marker, the rest of the layer is read (and dropped) so
+    that its size and digest are checked: a mismatch raises FatalRegistryError, a stream that
+    does not verify raises UnverifiedWheels. Only then does the next layer start, or the
+    caller get to trust what it read. A layer tarfile cannot read (a corrupted blob bigger than
+    one read: "invalid compressed data") is read to its end the same way before failing.
+    """
+    for digest, size in _layers(source, repository, reference):
+        where = f"{repository}@{reference} layer {digest}"
+        with source.open_blob(repository, digest, size=size) as blob:
             try:
-                tar = tarfile.open(fileobj=blob, mode="r|*")
-                members = iter(tar)
-                while True:
-                    try:
-                        member = next(members)
-                    except StopIteration:
-                        break
-                    path = posixpath.normpath(member.name.lstrip("./").lstrip("/"))
-                    if not member.isfile():
-                        continue
-                    if posixpath.dirname(path) != "dist":
-                        raise UnverifiedWheels(f"{where} holds {member.name!r} outside /dist")
-                    stream = tar.extractfile(member)
-                    assert stream is not None  # a regular file always has a stream
-                    yield posixpath.basename(path), _LayerFile(stream, blob, where, digest)
+                # typeshed's tarfile wants write/seek/tell too; stream mode ("r|") only ever reads.
+                with tarfile.open(fileobj=blob, mode="r|*") as tar:  # type: ignore[call-overload]
+                    for member in tar:
+                        path = posixpath.normpath(member.name.lstrip("./").lstrip("/"))
+                        if not member.isfile():
+                            continue
+                        if posixpath.dirname(path) != "dist":
+                            raise UnverifiedWheels(f"{repository}@{reference} holds {member.name!r} outside /dist")
+                        stream = tar.extractfile(member)
+                        assert stream is not None  # a regular file always has a stream
+                        yield posixpath.basename(path), _LayerFile(stream, blob, where)
             except _TAR_ERRORS as exc:
-                raise _unreadable(blob, where, digest, exc) from exc
+                raise _unreadable(blob, where, exc) from exc
+            _drain(blob, where)
+
+
+def _drain(blob: VerifyingBlob, where: str) -> None:
+    """Read what tarfile left of a layer (padding, compression trailer, or a substitute's tail)."""
+    while blob.read(READ_CHUNK):
+        pass
+    if not blob.verified:
+        raise UnverifiedWheels(f"{where}: read to its end, but its digest was not verified")
 
 
 def read_dist(
@@ -142,7 +176,9 @@ def read_dist(
     With ``sink`` each wheel is also written to the stream ``sink(name)`` gives
     (e.g. a file in a temporary folder); without it the wheels are only hashed.
     Raises UnverifiedWheels unless the image holds exactly the wheels
-    SHA256SUMS lists, each with its listed sha256.
+    SHA256SUMS lists, each with its listed sha256, and FatalRegistryError when a
+    layer's bytes do not match its digest or size. A sink may have been written
+    to when it raises: the caller must then drop what it wrote (a temporary folder).
     """
     seen: dict[str, DistFile] = {}
     sums_text: str | None = None

@@ -7,7 +7,10 @@ Layout of one published folder ``<store>/<commit>/<variant>/``::
     <wheel files>
 
 Every link carries ``#sha256=`` and, when the wheel declares it,
-``data-requires-python`` (HTML-escaped, PEP 503).
+``data-requires-python`` (HTML-escaped, PEP 503). A link's file name (its last
+path segment, URL-decoded) is a plain file name and a project is a plain
+project name, when written and when read: a page can never lead a reader out
+of its folder (``..%2F``, ``%5C``, ``%00``, a dot file) (issue #11, defect 8).
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ from packaging.utils import canonicalize_name
 from rocm_release.core.errors import FatalError
 
 SHA_FRAGMENT = re.compile(r"^sha256=(?P<sha>[0-9a-f]{64})$")
+# One path segment: no separator (/ or \), no control character (NUL…), no leading dot ("..", ".x.part"); matched whole.
+PLAIN_FILE_NAME = re.compile(r"[^./\\\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]{0,254}")
+# PEP 508 project names (matched whole).
+PROJECT_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
 
 
 @dataclass(frozen=True)
@@ -55,8 +62,15 @@ def project_page(name: str, links: list[IndexLink]) -> str:
 
 
 def wheel_href(prefix_to_file: str, filename: str) -> str:
-    """A relative href to a wheel file, quoted as pip expects."""
-    return prefix_to_file + quote(filename)
+    """A relative href to a wheel file, quoted as pip expects; IndexPageError unless a plain file name."""
+    return prefix_to_file + quote(check_file_name(filename), safe="")
+
+
+def check_file_name(name: str) -> str:
+    """``name`` if it is one plain file name (it cannot leave its folder); IndexPageError otherwise."""
+    if not PLAIN_FILE_NAME.fullmatch(name):
+        raise IndexPageError(f"{name[:80]!r} is not a plain file name")
+    return name
 
 
 def _page(title: str, body: str) -> str:
@@ -83,14 +97,18 @@ class IndexPageError(ValueError, FatalError):
 
 
 def parse_project_list(text: str) -> list[str]:
-    """Project names linked from the root page."""
+    """Project names linked from the root page; IndexPageError for a link that is not a project name."""
     parser = _Anchors()
     parser.feed(text)
-    return [unquote(str(a.get("href") or "")).rstrip("/") for a in parser.anchors if a.get("href")]
+    names = [unquote(str(a.get("href") or "")).rstrip("/") for a in parser.anchors if a.get("href")]
+    for name in names:
+        if not PROJECT_NAME.fullmatch(name):
+            raise IndexPageError(f"project link {name[:80]!r} is not a project name")
+    return names
 
 
 def parse_project_page(text: str) -> list[IndexLink]:
-    """The file links of a project page; every link must carry a sha256 fragment."""
+    """The file links of a project page; every link must carry a sha256 fragment and name a plain file."""
     parser = _Anchors()
     parser.feed(text)
     links = []
@@ -103,7 +121,7 @@ def parse_project_page(text: str) -> list[IndexLink]:
         links.append(
             IndexLink(
                 href=url,
-                filename=unquote(url.rsplit("/", 1)[-1]),
+                filename=check_file_name(unquote(url.rsplit("/", 1)[-1])),
                 sha256=match["sha"],
                 requires_python=anchor.get("data-requires-python"),
             )

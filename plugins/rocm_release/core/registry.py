@@ -23,6 +23,10 @@ from typing import Protocol, runtime_checkable
 from rocm_release.core.errors import FatalError, TransientError
 from rocm_release.core.names import DIGEST_RE
 
+# A tag listing reads at most this many pages (100,000 tags at 100 a page, a million on ECR's 1,000);
+# a registry that pages on, in a circle or forever, fails Fatal instead of holding a worker.
+MAX_LIST_PAGES = 1000
+
 
 class RegistryError(Exception):
     """A registry call that gave no definitive answer. Names where it happened."""
@@ -116,8 +120,9 @@ class ImageRegistry(Protocol):
         ...
 
     def list_tags(self, repository: str, *, with_push_times: bool = False) -> Iterator[TagInfo]:
-        """Every tag of the repository, all pages. Push times come where the listing has them (ECR)
-        or, when ``with_push_times``, at extra cost (OCI: a manifest and a config read per tag)."""
+        """Every tag of the repository, all pages (at most MAX_LIST_PAGES, else Fatal). Push times come
+        where the listing has them (ECR) or, when ``with_push_times``, at extra cost (OCI: a manifest
+        and a config read per tag)."""
         ...
 
     def delete_tags(self, repository: str, tags: Sequence[str]) -> None:

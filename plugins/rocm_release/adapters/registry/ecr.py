@@ -21,7 +21,7 @@ from __future__ import annotations
 import base64
 import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -46,6 +46,7 @@ from rocm_release.adapters.registry.ecr_errors import (
 )
 from rocm_release.core.names import DIGEST_RE, INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES
 from rocm_release.core.registry import (
+    MAX_LIST_PAGES,
     FatalRegistryError,
     LoginCredentials,
     Lookup,
@@ -346,7 +347,8 @@ class EcrRegistry:
         """Every tag, all pages of DescribeImages (``page_size`` images per call), always with push
         times (``imagePushedAt`` comes free with the listing; ``with_push_times`` changes nothing).
 
-        A repository that does not exist has no tags: that is a definitive, empty answer.
+        A repository that does not exist has no tags: that is a definitive, empty answer. A listing
+        whose next token comes back, or that goes on past MAX_LIST_PAGES pages, is Fatal.
         """
         from botocore.exceptions import ClientError
 
@@ -358,7 +360,7 @@ class EcrRegistry:
                 **self._ids(),
             )
             try:
-                for page in pages:
+                for page in self._bounded(repository, pages):
                     for detail in page.get("imageDetails") or []:
                         digest = digest_field(detail, "imageDigest", "DescribeImages imageDetails")
                         pushed_at = detail.get("imagePushedAt")
@@ -370,6 +372,22 @@ class EcrRegistry:
                 if error_code(exc) != "RepositoryNotFoundException":
                     raise
                 log.info("%s/%s does not exist: no tags", self._host, repository)
+
+    def _bounded(self, repository: str, pages: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """``pages``, refusing (Fatal) a next token seen before, and a next page after MAX_LIST_PAGES."""
+        tokens: set[str] = set()
+        for number, page in enumerate(pages, 1):
+            token = page.get("nextToken")
+            problem = None
+            if token is not None and token in tokens:
+                problem = f"pagination loops back to a next token it gave before ({str(token)[:40]!r})"
+            elif token is not None and number >= MAX_LIST_PAGES:
+                problem = f"more than {MAX_LIST_PAGES} pages: a registry that pages forever?"
+            if problem:
+                raise FatalRegistryError(self._host, repository, f"DescribeImages: {problem}", self._connection_id())
+            if token is not None:
+                tokens.add(token)
+            yield page
 
     def delete_tags(self, repository: str, tags: Sequence[str]) -> None:
         """Delete tags, at most 100 per BatchDeleteImage call.

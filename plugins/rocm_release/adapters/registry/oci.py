@@ -22,11 +22,13 @@ from rocm_release.adapters.registry.oci_manifest import Descriptor
 from rocm_release.adapters.registry.oci_manifest_client import ACCEPT_MANIFESTS, OciManifestClient
 from rocm_release.adapters.registry.oci_session import DEFAULT_TIMEOUT, OciSession, ReferenceNotFound
 from rocm_release.core.names import INDEX_MEDIA_TYPES, check_repository, check_tag
-from rocm_release.core.registry import FatalRegistryError, LoginCredentials, TagInfo
+from rocm_release.core.registry import MAX_LIST_PAGES, FatalRegistryError, LoginCredentials, TagInfo
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE = 100
+# A tag page holds page_size names; a registry that ignores ``n`` sends all of them (≈ 60 bytes each).
+MAX_TAG_PAGE_BYTES = 8 << 20
 
 
 class TagDeletionRefused(FatalRegistryError):
@@ -128,7 +130,8 @@ class OciRegistry(OciManifestClient):
         """Every tag name, all pages (``?n=page_size``, ``Link: <…>; rel="next"``). One request a page.
 
         An unknown repository has no tags. Registries that ignore ``n`` (distribution 2.8)
-        answer everything in one page, which is fine.
+        answer everything in one page, which is fine. A registry that pages in a circle, or on
+        for more than MAX_LIST_PAGES pages, or sends a page over MAX_TAG_PAGE_BYTES, is Fatal.
         """
         check_repository(repository)
         url: httpx.URL | None = self._http.url(f"/v2/{repository}/tags/list").copy_merge_params(
@@ -138,6 +141,9 @@ class OciRegistry(OciManifestClient):
         while url is not None:
             if str(url) in seen_urls:
                 self._http.fatal(repository, f"tag list pagination loops back to {url}")
+            if len(seen_urls) >= MAX_LIST_PAGES:
+                self._http.fatal(repository, f"tag list has more than {MAX_LIST_PAGES} pages (next: {url}): "
+                                             "a registry that pages forever?")
             seen_urls.add(str(url))
             page = self._tag_page(repository, url)
             if page is None:
@@ -152,12 +158,20 @@ class OciRegistry(OciManifestClient):
         """One page of the tag list and the URL of the next (None on the last); None when absent."""
         http = self._http
         what = f"GET {url.path}?{url.query.decode()}"
-        resp = http.send("GET", url, repository, Scopes.of(repository, "pull"))
+        resp = http.send("GET", url, repository, Scopes.of(repository, "pull"), stream=True)
         present, _ = http.outcome(resp, repository, what)
         if not present:
             return None
         try:
-            doc = resp.json()
+            raw = http.read_capped(resp, MAX_TAG_PAGE_BYTES)
+        except httpx.HTTPError as exc:
+            http.transport_error(repository, what, exc)
+        finally:
+            resp.close()
+        if raw is None:
+            http.fatal(repository, f"{what}: answer is larger than {MAX_TAG_PAGE_BYTES} bytes")
+        try:
+            doc = json.loads(raw)
         except ValueError:
             http.fatal(repository, f"{what}: answer is not JSON")
         tags = doc.get("tags") if isinstance(doc, dict) else ()

@@ -6,12 +6,13 @@ once. Tokens are cached per scope set. Once a registry has shown its realm, toke
 fetched up front instead of paying a 401 round trip each.
 
 Token server answers map like registry answers: 401/403 → Fatal, 408/429/5xx → Transient, anything
-else that is not a JSON token → Fatal.
+else that is not a JSON token → Fatal. A token answer is read streaming, at most MAX_TOKEN_BYTES.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import re
 import time
 from collections.abc import Iterable, Sequence
@@ -27,6 +28,20 @@ _CHALLENGE_PARAM_RE = re.compile(r'([A-Za-z_]+)\s*=\s*(?:"([^"]*)"|([^,\s]*))')
 # token does not expire between being attached and being checked).
 TOKEN_MIN_LIFETIME = 60.0
 TOKEN_REFRESH_MARGIN = 10.0
+# A token answer is a JWT or two in JSON (a few KiB); anything far bigger is not one.
+MAX_TOKEN_BYTES = 1 << 20
+
+
+def read_capped(resp: httpx.Response, cap: int) -> bytes | None:
+    """A streamed answer's body, or None when it is longer than ``cap`` (reads at most cap + one chunk)."""
+    parts: list[bytes] = []
+    total = 0
+    for chunk in resp.iter_bytes():
+        parts.append(chunk)
+        total += len(chunk)
+        if total > cap:
+            return None
+    return b"".join(parts)
 
 
 @dataclass(frozen=True)
@@ -149,10 +164,19 @@ class OciAuth:
         url = self._token_url(challenge, scopes, repository)
         basic = self._basic()
         headers = {"Authorization": basic} if basic else {}
-        resp = self._transmit("GET", url, repository, headers, None, stream=False, follow_redirects=True)
+        resp = self._transmit("GET", url, repository, headers, None, stream=True, follow_redirects=True)
         where = f"token server {url.host}"
-        self._check_token_status(resp.status_code, where, repository)
-        return self._read_token(resp, where, repository)
+        try:
+            self._check_token_status(resp.status_code, where, repository)
+            try:
+                body = read_capped(resp, MAX_TOKEN_BYTES)
+            except httpx.HTTPError as exc:
+                self._transient(repository, f"{where}: {type(exc).__name__}: {exc}")
+        finally:
+            resp.close()
+        if body is None:
+            self._fatal(repository, f"{where} answered more than {MAX_TOKEN_BYTES} bytes: not a token")
+        return self._read_token(body, where, repository)
 
     def _token_url(self, challenge: Challenge, scopes: Sequence[str], repository: str) -> httpx.URL:
         """The realm with ``service`` and ``scope`` parameters; Fatal when the realm is unusable."""
@@ -176,9 +200,9 @@ class OciAuth:
         if status != 200:
             self._fatal(repository, f"{where} answered HTTP {status}")
 
-    def _read_token(self, resp: httpx.Response, where: str, repository: str) -> Token:
+    def _read_token(self, raw: bytes, where: str, repository: str) -> Token:
         try:
-            body = resp.json()
+            body = json.loads(raw)
         except ValueError:
             self._fatal(repository, f"{where} answered something that is not JSON")
         value = body.get("token") or body.get("access_token") if isinstance(body, dict) else None

@@ -26,12 +26,14 @@ from typing import NoReturn
 
 import httpx
 
-from rocm_release.adapters.registry.oci_auth import OciAuth, Scopes, parse_challenge
+from rocm_release.adapters.registry.oci_auth import OciAuth, Scopes, parse_challenge, read_capped
 from rocm_release.core.names import DIGEST_RE
 from rocm_release.core.registry import FatalRegistryError, TransientRegistryError
 
 DEFAULT_TIMEOUT = 30.0
 MAX_ERROR_BODY = 64 << 10
+# What is kept of an answer not read as a stream (HEAD, PUT, PATCH, POST, DELETE): the start of its body.
+MAX_UNSTREAMED_BODY = 1 << 20
 # Registry error codes that mean "definitively not there".
 ABSENT_CODES = frozenset({"MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_UNKNOWN"})
 
@@ -124,9 +126,23 @@ class OciSession:
     ) -> httpx.Response:
         request = self._client.build_request(method, url, headers=headers, content=content)
         try:
-            return self._client.send(request, stream=stream, follow_redirects=follow_redirects)
+            resp = self._client.send(request, stream=True, follow_redirects=follow_redirects)
+            if stream:
+                return resp
+            # Not streamed: an answer whose body we use at most for an error message. Keep its
+            # first MAX_UNSTREAMED_BODY bytes, never a hostile server's gigabytes.
+            try:
+                body = b""
+                for chunk in resp.iter_bytes():
+                    body += chunk[:MAX_UNSTREAMED_BODY - len(body)]
+                    if len(body) >= MAX_UNSTREAMED_BODY:
+                        break
+            finally:
+                resp.close()
         except httpx.HTTPError as exc:
             self.transport_error(repository, f"{method} {url.path}", exc)
+        return httpx.Response(resp.status_code, headers=resp.headers, content=body, request=request,
+                              history=resp.history)
 
     def send(
         self,
@@ -160,17 +176,8 @@ class OciSession:
         return self._transmit(method, url, repository, hdrs, content, stream=stream,
                               follow_redirects=follow_redirects)
 
-    @staticmethod
-    def read_capped(resp: httpx.Response, cap: int) -> bytes | None:
-        """The body, or None when it is longer than ``cap`` (reads at most cap+1 bytes)."""
-        parts: list[bytes] = []
-        total = 0
-        for chunk in resp.iter_bytes():
-            parts.append(chunk)
-            total += len(chunk)
-            if total > cap:
-                return None
-        return b"".join(parts)
+    # The body of a streamed answer, or None when longer than ``cap`` (see oci_auth.read_capped).
+    read_capped = staticmethod(read_capped)
 
     def _error_text(self, resp: httpx.Response) -> tuple[frozenset[str], str]:
         """Registry error codes and a short text from an error answer."""
