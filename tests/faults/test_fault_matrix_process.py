@@ -55,7 +55,7 @@ from tests.faults.matrix import (
     tag_digest,
     world_config,
 )
-from tests.support.dockerd import private_dockerd
+from tests.support.dockerd import DOCKERD, private_dockerd
 from tests.support.gates import tcp_gate
 from tests.support.git_http import git_http_server
 from tests.support.moto import admin_client, set_connection
@@ -174,6 +174,7 @@ def held_file() -> Iterator[_Held]:
     held.close()
 
 
+@pytest.mark.skipif(not Path(DOCKERD).exists() or os.geteuid() != 0, reason="needs dockerd and root")
 def test_dockerd_stopped_mid_build_fails_naming_the_daemon_and_pushes_nothing(
     tmp_path: Path, repo: Repo, cache: LocalRegistry, held_file: _Held, monkeypatch: pytest.MonkeyPatch
 ) -> None:
