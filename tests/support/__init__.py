@@ -8,6 +8,8 @@
 * ``ecr``: ECR scenes on moto: hand-made images, PutImage, the blob server behind GetDownloadUrlForLayer;
 * ``wheels``: real, deterministic wheels;
 * ``retention_history``: a nightly history in two registries and a store, what retention must leave, a run;
+* ``dockerhub``: a stand-in for the Docker Hub API (login, delete a tag) over a throwaway registry;
+* ``airflow_runs``: nightly runs (and their XComs) made in an Airflow home's database, as the scheduler makes them;
 * ``dockerd``: a private, empty ``dockerd``;
 * ``demo``: the demo config and git history, Airflow homes and ``airflow dags test`` runs.
 """

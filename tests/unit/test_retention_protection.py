@@ -63,24 +63,12 @@ def test_a_running_nightly_keeps_the_commit_its_plan_names_with_its_bases_and_di
     assert any(run.run_id in note and sha(1)[:12] in note for note in plan.notes)
 
 
-def test_a_queued_run_without_a_plan_keeps_the_commit_its_trigger_names_even_abbreviated() -> None:
-    queued = RunInUse("manual__2026-11-06", "queued", requested=sha(2).upper())
+def test_a_queued_run_without_a_plan_is_reported_and_the_branch_tip_is_kept_by_rank() -> None:
+    queued = RunInUse("scheduled__2026-11-06T02:00:00+00:00", "queued")
     plan = make_plan(replace(history(), runs_in_use=(queued,)))
 
-    assert kept(plan) == {sha(4), sha(2)}
-    assert "in use by run manual__2026-11-06 (queued)" in decision(plan, wheels_tag(sha(2), V1))[1]
-    abbreviated = RunInUse("manual__x", "queued", requested="abcdef1")
-    assert abbreviated.names("abcdef1" + "0" * 33) and not abbreviated.names("abcdef2" + "0" * 33)
-    assert not RunInUse("manual__x", "queued", requested="abcdef").names("abcdef" + "0" * 34)  # too short
-    assert not RunInUse("manual__x", "queued", requested="main").names("0" * 40)  # a ref names no commit here
-
-
-def test_a_queued_run_that_names_no_commit_is_reported_and_keeps_the_branch_tip_by_rank() -> None:
-    queued = RunInUse("scheduled__2026-11-06T02:00:00+00:00", "queued", requested="main")
-    plan = make_plan(replace(history(), runs_in_use=(queued,)))
-
-    assert kept(plan) == {sha(4)}  # the newest commit is always kept; "main" names no commit here
-    assert any("no plan yet" in note and "'main'" in note for note in plan.notes)
+    assert kept(plan) == {sha(4)}  # the newest commit is always kept
+    assert any("no plan yet" in note and "branch tip" in note for note in plan.notes)
     assert any("no plan yet" in line for line in plan.render(dry_run=True).splitlines())
 
 
@@ -159,3 +147,17 @@ def test_the_hand_off_keeps_push_times_for_the_apply_time_checks() -> None:
         again = RetentionDecision.model_validate(d.model_dump(mode="json", exclude={"reason"}))
         assert again.pushed_at == d.pushed_at and again.target == d.target
     assert {d.pushed_at for d in plan.delete if d.target != "folder"} >= {day(1), day(2)}
+
+
+def test_a_run_is_read_from_its_hand_off_leniently() -> None:
+    plan = {"schema_version": 99, "commit": sha(1), "variants": [
+        {"variant": {"name": V1}, "base_key": KEY_OLD}, {"variant": "unreadable"}, {"base_key": KEY_NEW}]}
+    refs = [{"base": f"127.0.0.1:5101/p@{digest('b')}", "base_wheels": f"p@{digest('bw')}"},
+            {"release": f"p@{digest('r')}"}]
+
+    run = RunInUse.from_hand_off("manual__x", "running", plan, refs)
+
+    assert (run.commit, run.base_keys) == (sha(1), ((V1, KEY_OLD),))
+    assert set(run.digests) == {digest("b"), digest("bw"), digest("r")}
+    assert RunInUse.from_hand_off("scheduled__y", "queued", None) == RunInUse("scheduled__y", "queued")
+    assert RunInUse.from_hand_off("z", "running", {"commit": "main"}).commit is None

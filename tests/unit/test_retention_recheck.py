@@ -76,12 +76,12 @@ def test_a_push_inside_the_window_now_holds_back_the_commit() -> None:
 
 def test_runs_and_aliases_that_appeared_since_the_plan_hold_back_what_they_name() -> None:
     plan, tags = scene()
-    run = RunInUse("manual__late", "queued", requested=sha(1), base_keys=((V1, KEY_OLD),))
+    run = RunInUse("manual__late", "running", commit=sha(1), base_keys=((V1, KEY_OLD),))
     done = recheck(plan.delete, CurrentState(tags=listed(tags), runs=(run,), alias_commits=frozenset({sha(2)})))
 
     assert done.todo == ()
     text = "\n".join(done.skipped)
-    assert f"{base_tag(KEY_OLD, V1)}: in use by run manual__late (queued) now (it was not when planned)" in text
+    assert f"{base_tag(KEY_OLD, V1)}: in use by run manual__late (running) now (it was not when planned)" in text
     assert f"{sha(2)}/: a nightly alias points to it now" in text
 
 

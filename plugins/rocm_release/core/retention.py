@@ -24,8 +24,9 @@ The rules (REFERENCE_PIPELINE.md §1 "Retention", §2.6, §2.11), each explained
   and the newest base of each variant is kept (the next night may reuse it even if no image was
   built on it yet). A kept image without those labels keeps every base of its variant.
 * **Never what a nightly run in progress uses, nor anything pushed recently.** A queued or running
-  ``rocm_nightly_release`` run keeps the commit its plan names (or its trigger asked for), the bases
-  its plan names and the digests its tasks handed on ("in use by run <run_id>"); anything pushed within
+  ``rocm_nightly_release`` run keeps the commit its plan names, the bases its plan names and the
+  digests its tasks handed on ("in use by run <run_id>"); a run without a plan yet will release the
+  branch tip, which the newest commits and the recent window keep: anything pushed within
   ``retention.protect_recent_hours`` of the run is kept (a commit follows its newest push).
 * **Registries that delete by digest** (the OCI Distribution API) delete every tag on a digest, so
   a tag that shares its digest with a kept tag is kept there (and the reason says so); ECR and the
@@ -141,10 +142,9 @@ def _notes(inputs: RetentionInputs) -> list[str]:
             notes.append(f"In progress: {run.label} releases {run.commit[:12]}: kept, with the bases and images "
                          "it names.")
         else:
-            asked = f"asks for {run.requested!r}" if run.requested else "will release the branch tip as of its date"
-            notes.append(f"In progress: {run.label} has no plan yet and {asked}; the commit it names (where it "
-                         "names one), the newest commits and everything pushed recently are kept, and "
-                         "apply_retention reads the runs again.")
+            notes.append(f"In progress: {run.label} has no plan yet: it will release the branch tip as of its "
+                         "date, which the newest commits and everything pushed recently cover; apply_retention "
+                         "reads the runs again.")
     return notes
 
 

@@ -6,8 +6,9 @@ lists and deletes.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -16,7 +17,10 @@ from pydantic import Field
 
 from rocm_release.core.config import PublicTagPatterns
 from rocm_release.core.frozen import Frozen
+from rocm_release.core.names import SHA_RE
 from rocm_release.core.registry import TagInfo, UntaggedImage
+
+DIGEST_IN_TEXT = re.compile(r"sha256:[0-9a-f]{64}")
 
 Role = Literal["cache", "public"]
 TagKind = Literal[
@@ -74,26 +78,34 @@ class WheelFolder:
 @dataclass(frozen=True)
 class RunInUse:
     """A queued or running ``rocm_nightly_release`` run and what it uses: the commit, bases and digests its
-    plan and tasks name. A run without a plan yet names at most ``requested``: the commit (full or
-    abbreviated) or ref its trigger asked for."""
+    plan and tasks name. A run without a plan yet (queued, or ``resolve_release`` not done) names none:
+    it will release the branch tip as of its date, which the newest commits and the recent window cover."""
 
     run_id: str
     state: str
     commit: str | None = None
     base_keys: tuple[tuple[str, str], ...] = ()  # (variant, key)
     digests: tuple[str, ...] = ()
-    requested: str | None = None
 
     @property
     def label(self) -> str:
         return f"run {self.run_id} ({self.state})"
 
-    def names(self, commit: str) -> bool:
-        """Whether this run will release ``commit``: its plan's, or the one (or an abbreviation) its trigger named."""
-        if self.commit is not None:
-            return commit == self.commit
-        wanted = (self.requested or "").lower()
-        return len(wanted) >= 7 and all(c in "0123456789abcdef" for c in wanted) and commit.startswith(wanted)
+    @classmethod
+    def from_hand_off(cls, run_id: str, state: str, plan: object, refs: Iterable[object] = ()) -> RunInUse:
+        """A run from its ``resolve_release`` XCom (the plan, read leniently: an older run's plan of another
+        schema still names its commit and bases) and the values its build tasks handed on (``repo@sha256:…``)."""
+        doc = plan if isinstance(plan, Mapping) else {}
+        commit = doc.get("commit")
+        bases = []
+        for v in doc.get("variants") or ():
+            variant = v.get("variant") if isinstance(v, Mapping) else None
+            name = variant.get("name") if isinstance(variant, Mapping) else None
+            if isinstance(name, str) and isinstance(v.get("base_key"), str):
+                bases.append((name, str(v["base_key"])))
+        digests = {d for ref in refs for d in DIGEST_IN_TEXT.findall(str(ref))}
+        return cls(run_id, state, commit if isinstance(commit, str) and SHA_RE.match(commit) else None,
+                   tuple(bases), tuple(sorted(digests)))
 
 
 @dataclass(frozen=True)

@@ -153,14 +153,13 @@ def _released_commits(tags: Iterable[ListedTag]) -> dict[tuple[str, str], set[st
     return released
 
 
-def _protected_commits(tags: list[ListedTag], inputs: RetentionInputs, known: Iterable[str]) -> dict[str, list[str]]:
+def _protected_commits(tags: list[ListedTag], inputs: RetentionInputs) -> dict[str, list[str]]:
     """Commit → why it is kept whatever its age: an alias folder names it, ``nightly`` points to its release,
-    or a nightly run in progress releases it (``known``: every commit a tag or folder names)."""
+    or a nightly run in progress releases it."""
     protected: dict[str, list[str]] = defaultdict(list)
     for run in inputs.runs_in_use:
-        named = [run.commit] if run.commit else [c for c in sorted(known) if run.names(c)]
-        for used in named:
-            protected[used].append(f"in use by {run.label}")
+        if run.commit:
+            protected[run.commit].append(f"in use by {run.label}")
     store = inputs.store_url.rstrip("/")
     for alias, commit in sorted(inputs.nightly_folders.items()):
         if commit:
@@ -222,6 +221,6 @@ def analyse(inputs: RetentionInputs) -> Analysis:
     """Classify every tag and rank every commit (newest push first)."""
     tags = _classify(inputs)
     times = _commit_times(tags, inputs.wheel_folders)
-    protected = _protected_commits(tags, inputs, times)
+    protected = _protected_commits(tags, inputs)
     recent = inputs.recent
     return Analysis(tags, _rank_commits(times, protected, inputs.keep_commits, recent), inputs.runs_in_use, recent)

@@ -60,7 +60,7 @@ def _aliased_commits(deletions: Iterable[RetentionDecision], now: CurrentState) 
 def _in_use(d: RetentionDecision, runs: Sequence[RunInUse]) -> str | None:
     for run in runs:
         named_base = d.kind in BASE_KINDS and (d.variant or "", d.base_key or "") in run.base_keys
-        if (d.commit and run.names(d.commit)) or named_base or (d.digest and d.digest in run.digests):
+        if (d.commit and d.commit == run.commit) or named_base or (d.digest and d.digest in run.digests):
             return f"in use by {run.label} now (it was not when planned)"
     return None
 
