@@ -48,6 +48,7 @@ from tests.support.retention_history import (
     EcrPusher,
     History,
     OciPusher,
+    after_window,
     build_history,
     build_store,
     history_tags,
@@ -114,7 +115,7 @@ def ecr_scenario(services: Services, args: argparse.Namespace, root: Path, prefi
             calls = record_calls(registry)
             stub_download_url(registry, blobs)
             progress("ECR: retention")
-            done = run_retention(config, registry, registry, store, args.keep)
+            done = run_retention(config, registry, registry, store, args.keep, now=after_window(config))
         left = sum(len(d.get("imageTags") or []) for repo in repos.values()
                    for page in admin.get_paginator("describe_images").paginate(repositoryName=repo)
                    for d in page["imageDetails"])

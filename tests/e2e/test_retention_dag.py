@@ -15,7 +15,11 @@ from typing import Any
 
 import pytest
 
+from rocm_release.adapters.config_file import load_config
 from rocm_release.adapters.registry.oci import OciRegistry
+from rocm_release.core.plan import release_tag, wheels_tag
+from rocm_release.core.task_ids import NIGHTLY_DAG_ID, RESOLVE_RELEASE, REUSE_CACHED_IMAGES, in_group
+from tests.support.airflow_runs import add_run, release_plan, reserialize, set_state
 from tests.support.demo import airflow_env, dags_test, demo_config, migrate, write_config
 from tests.support.retention_history import History, OciPusher, build_history, build_store, expected_tags
 
@@ -34,6 +38,7 @@ class Scene:
         self.env = airflow_env(root / "airflow", self.config_file, unit_test_mode=True)
         migrate(self.env)
         self.pushed: tuple[dict[str, set[str]], set[str]] | None = None
+        self.serialized = False  # the DAGs in the database (for runs of rocm_nightly_release made by a test)
 
     def new_history(self) -> None:
         """A history in new repositories and a new store; the config names them."""
@@ -54,6 +59,7 @@ class Scene:
         build_store(ObjectStoragePath(config["wheel_store"]["url"]), config["wheel_store"]["url"], self.history,
                     folder)
         self.pushed = (self.tags(), self.folders())
+        self.serialized = False
 
     def unchanged(self) -> bool:
         """Registries and store hold exactly the history as pushed."""
@@ -108,3 +114,31 @@ def test_dry_run_false_deletes_exactly_what_must_go(scene: Scene) -> None:
     for role in ("cache", "public"):
         assert left[role] == expected_tags(h, role, by_digest=True), role
     assert scene.folders() == h.kept_commits | {"nightly"}
+
+
+def test_a_nightly_run_in_progress_keeps_the_commit_its_plan_names(scene: Scene) -> None:
+    """A ``rocm_nightly_release`` run that is running (made in the database as the scheduler makes one, its
+    plan in ``resolve_release``'s XCom) keeps its commit: the retention tasks read it through the Task SDK."""
+    h = scene.history
+    old = h.commits[3]  # not among the newest 3, nor named by an alias: it would go
+    if not scene.serialized:
+        reserialize(scene.env)
+        scene.serialized = True
+    run_id = f"manual__in_progress_{uuid.uuid4().hex[:8]}"
+    reused = {kind: f"{scene.hosts['cache']}/{scene.repos['cache']}@{h.digests[('cache', tag(old, 'rocm710'))]}"
+              for kind, tag in (("wheels", wheels_tag), ("release", release_tag))}
+    add_run(scene.env, NIGHTLY_DAG_ID, run_id, "running",
+            {RESOLVE_RELEASE: release_plan(load_config(scene.config_file), old),
+             in_group("rocm710", REUSE_CACHED_IMAGES): reused})
+    try:
+        output = scene.run({"dry_run": False, "keep_commits": KEEP})
+    finally:
+        set_state(scene.env, NIGHTLY_DAG_ID, run_id, "success")
+
+    assert f"in use by run {run_id} (running)" in output
+    assert f"{NIGHTLY_DAG_ID} in progress: run {run_id} (running): commit {old}, 2 bases, 2 digests" in output
+    mine = {role: {t for t in h.tags(role) if old in t} for role in ("cache", "public")}
+    left = scene.tags()
+    for role in ("cache", "public"):
+        assert left[role] == expected_tags(h, role, by_digest=True) | mine[role], role
+    assert scene.folders() == h.kept_commits | {old, "nightly"}

@@ -14,6 +14,8 @@ Where moto differs from ECR, and what the ECR test does about it (see also test_
   newest N: the boundary is real, but commits within each group tie. Ordering among commits with
   distinct times is checked here on the OCI registry (whose push time is the config's ``created``,
   which the test sets) and in tests/unit/test_retention.py.
+  Every push is then "recent" too (``retention.protect_recent_hours``): the ECR run happens "later"
+  (``now`` just past the window, ``after_window``).
 * **GetDownloadUrlForLayer** (config blobs, hence labels) is not implemented by moto; it is stubbed
   through botocore's ``before-call`` event with the URL of a real local HTTP server that serves the
   config blobs. BatchGetImage, DescribeImages and BatchDeleteImage are moto's.
@@ -58,6 +60,7 @@ from tests.support.retention_history import (
     OciPusher,
     P,
     RetentionRun,
+    after_window,
     build_history,
     build_store,
     expected_tags,
@@ -85,7 +88,7 @@ def moto(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
 def checked(run: RetentionRun) -> RetentionRun:
     """The run's plan renders one line per commit and decision; nothing was skipped."""
     text = run.plan.render(dry_run=False)
-    assert len(text.splitlines()) == 6 + len(run.plan.commits) + len(run.plan.decisions)
+    assert len(text.splitlines()) == 6 + len(run.plan.notes) + len(run.plan.commits) + len(run.plan.decisions)
     assert run.applied.skipped == ()
     return run
 
@@ -127,7 +130,7 @@ def test_ecr_over_2000_tags_keeps_exactly_the_newest_commits_and_what_is_in_use(
         seen = record_calls(registry)
         stub_download_url(registry, blobs)
 
-        done = checked(run_retention(config, registry, registry, store, keep=14))
+        done = checked(run_retention(config, registry, registry, store, keep=14, now=after_window(config)))
     plan = done.plan
     operations = Counter(name for name, _ in seen)
     batches = [len(params["imageIds"]) for name, params in seen if name == "BatchDeleteImage"]
@@ -148,7 +151,9 @@ def test_ecr_over_2000_tags_keeps_exactly_the_newest_commits_and_what_is_in_use(
     kept_images = len(h.kept_commits) * len(VARIANTS) * 2
     assert operations["GetDownloadUrlForLayer"] == kept_images  # one label read per kept image, no more
     assert operations["BatchGetImage"] == kept_images
-    assert operations["DescribeImages"] == 2 + 4  # one listing per repository; 4 alias lookups (guard)
+    # per repository: one listing of its tags and one of its untagged images (none here), and one listing again
+    # just before deleting; 4 alias lookups (read again too)
+    assert operations["DescribeImages"] == 2 * 2 + 2 + 4
     report = {"tags": total_tags, "deleted": deleted, "push_s": pushed,
               **{f"{k}_s": round(v, 2) for k, v in done.phases.items()}, "ecr_calls": dict(operations),
               "store_calls": str(done.calls)}

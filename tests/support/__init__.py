@@ -8,6 +8,8 @@
 * ``ecr``: ECR scenes on moto: hand-made images, PutImage, the blob server behind GetDownloadUrlForLayer;
 * ``wheels``: real, deterministic wheels;
 * ``retention_history``: a nightly history in two registries and a store, what retention must leave, a run;
+* ``dockerhub``: a stand-in for the Docker Hub API (login, delete a tag) over a throwaway registry;
+* ``airflow_runs``: nightly runs (and their XComs) made in an Airflow home's database, as the scheduler makes them;
 * ``dockerd``: a private, empty ``dockerd``;
 * ``gates``: a TCP gate (down, cut mid-request, hold a request) and an HTTP proxy (503s, other bytes) in front of
   a real server, for the fault matrix;

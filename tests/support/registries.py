@@ -109,6 +109,7 @@ class LocalRegistry:
     auth: dict[str, object] | None = None
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    delete_enabled: bool = True  # False: manifest DELETE answers 405 UNSUPPORTED, as Docker Hub's does
 
     @property
     def host(self) -> str:
@@ -126,7 +127,8 @@ class LocalRegistry:
         config = {
             "version": 0.1,
             "log": {"level": "info", "accesslog": {"disabled": False}},
-            "storage": {"filesystem": {"rootdirectory": str(self.root / "data")}, "delete": {"enabled": True}},
+            "storage": {"filesystem": {"rootdirectory": str(self.root / "data")},
+                        "delete": {"enabled": self.delete_enabled}},
             "http": {"addr": self.host},
         }
         if self.auth:
@@ -175,10 +177,11 @@ class LocalRegistry:
 
 
 @contextlib.contextmanager
-def running_registry(root: Path, auth: dict[str, object] | None = None) -> Iterator[LocalRegistry]:
+def running_registry(root: Path, auth: dict[str, object] | None = None, *,
+                     delete_enabled: bool = True) -> Iterator[LocalRegistry]:
     """A started ``LocalRegistry`` in ``root`` for the duration of the block."""
     root.mkdir(parents=True, exist_ok=True)
-    registry = LocalRegistry(root, auth=auth)
+    registry = LocalRegistry(root, auth=auth, delete_enabled=delete_enabled)
     registry.start()
     try:
         yield registry

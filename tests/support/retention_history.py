@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -250,6 +251,12 @@ class EcrPusher(Pusher):
         return digest_of(manifest)
 
 
+def after_window(config: ReleaseConfig) -> datetime:
+    """A "now" just past the recent window of pushes made now: moto dates every push with the current time
+    and cannot be told otherwise, so retention runs as if ``protect_recent_hours`` (+1) had passed."""
+    return datetime.now(UTC) + timedelta(hours=config.retention.protect_recent_hours + 1)
+
+
 def next_second() -> None:
     """moto's imagePushedAt has whole seconds: start the newest nights in a later second."""
     time.sleep(1.05 - (time.time() % 1.0))
@@ -272,36 +279,44 @@ class RetentionRun:
     applied: Any  # what apply_retention returned
     calls: Any  # CallCount
     phases: dict[str, float]
+    log: list[str] = field(default_factory=list)
 
 
 def run_retention(config: ReleaseConfig, cache: ImageRegistry, public: ImageRegistry, store: Any,
-                  keep: int) -> RetentionRun:
-    """What the retention DAG's two tasks do, timed: observe, read labels, plan, read the aliases again, apply."""
+                  keep: int, *, now: datetime | None = None, runs: Sequence[Any] = (),
+                  between: Callable[[Any], Sequence[Any] | None] = lambda plan: None) -> RetentionRun:
+    """What the retention DAG's two tasks do, timed: observe, read labels, plan, read everything the plan
+    assumed again, apply. ``now``: when the run happens (default now; moto's push times cannot be chosen, a
+    later ``now`` ages them); ``runs``: nightly runs in progress (RunInUse); ``between(plan)``: what happens
+    in the world between the two tasks; it may return the runs in progress by then (default: ``runs``)."""
     from rocm_release.adapters.retention import (
         CallCount,
         apply_retention,
         observe_retention,
         read_base_use,
-        read_guard,
     )
+    from rocm_release.adapters.retention_current import read_current
     from rocm_release.core.retention import images_to_inspect, plan_retention
 
+    now = now or datetime.now(UTC)
     calls = CallCount()
     log: list[str] = []
     t0 = time.perf_counter()
     inputs = observe_retention(config, cache=cache, public=public, store=store, keep_commits=keep, log=log.append,
-                               calls=calls)
+                               calls=calls, runs=runs, now=now)
     t1 = time.perf_counter()
     base_use = read_base_use(cache, images_to_inspect(inputs), log.append, calls)
     t2 = time.perf_counter()
     plan = plan_retention(inputs, base_use)
+    later = between(plan)
+    runs = runs if later is None else later
     t3 = time.perf_counter()
-    guard = read_guard(config, public=public, store=store)
     cache_location = f"{cache.name}/{config.cache_registry.repository}"
     targets = {cache_location: (cache, config.cache_registry.repository),
                f"{public.name}/{config.public_registry.repository}": (public, config.public_registry.repository)}
+    current = read_current(config, plan.delete, targets=targets, public=public, store=store, runs=runs, now=now)
     applied = apply_retention(plan.delete, targets=targets, cache_location=cache_location, store=store,
-                              store_url=config.wheel_store.url, log=log.append, guard=guard)
+                              store_url=config.wheel_store.url, log=log.append, current=current)
     t4 = time.perf_counter()
     phases = {"list": t1 - t0, "labels": t2 - t1, "plan": t3 - t2, "guard_and_delete": t4 - t3, "total": t4 - t0}
-    return RetentionRun(plan, applied, calls, phases)
+    return RetentionRun(plan, applied, calls, phases, log)

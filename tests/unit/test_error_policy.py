@@ -136,6 +136,11 @@ class Run:
     def xcom_push(self, key: str, value: Any) -> None:
         self.xcoms[("pushed", key)] = value
 
+    @staticmethod
+    def get_dr_count(dag_id: str, states: list[str]) -> int:
+        """No nightly run in progress (what retention asks the execution API first)."""
+        return 0
+
     def context(self) -> dict[str, Any]:
         dag_run = type("DagRun", (), {"run_type": self.run_type, "conf": self.conf,
                                       "run_after": datetime(2026, 12, 1, tzinfo=UTC)})()

@@ -288,7 +288,8 @@ def test_the_report_lists_every_decision_with_its_reason() -> None:
     assert f"WOULD DELETE folder {STORE}/{sha(1)}/" in text
     assert f"KEEP         tag    {CACHE.location}:latest" in text
     assert plan.summary() == {"commits": 2, "commits_kept": 1, "commits_deleted": 1, "tags_deleted": 2,
-                              "tags_kept": 5, "folders_deleted": 1, "folders_kept": 0, "unknown_kept": 1}
+                              "tags_kept": 5, "folders_deleted": 1, "folders_kept": 0, "unknown_kept": 1,
+                              "images_deleted": 0, "images_kept": 0}
     assert "DELETE       tag" in plan.render(dry_run=False)
 
 

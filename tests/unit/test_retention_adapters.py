@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 from fsspec.implementations.local import LocalFileSystem
 
-from rocm_release.adapters.retention import Guard, apply_retention, delete_wheel_folder
+from rocm_release.adapters.retention import apply_retention, delete_wheel_folder
 from rocm_release.core.plan import release_tag, wheels_tag
 from rocm_release.core.retention import RetentionPlan, WheelFolder
+from rocm_release.core.retention_recheck import CurrentState
 from tests.unit.retention_scenes import (
     CACHE,
     KEY_USED,
@@ -90,9 +91,9 @@ def test_apply_deletes_public_tags_then_folders_then_cache_tags(tmp_path: Path) 
 
 def test_apply_skips_what_a_nightly_alias_points_to_now(tmp_path: Path) -> None:
     plan, targets, store, _ = _apply_scene(tmp_path)
-    now = Guard(commits=frozenset(), digests=frozenset({digest(f"r{sha(1)}{V1}")}))
+    now = CurrentState(alias_digests=frozenset({digest(f"r{sha(1)}{V1}")}))
     applied = apply_retention(plan.delete, targets=targets, cache_location=CACHE.location, store=store,
-                              store_url=STORE, log=lambda _: None, guard=now)
+                              store_url=STORE, log=lambda _: None, current=now)
 
     assert (tmp_path / sha(1)).exists()  # the whole commit stays, not only the aliased image
     assert targets[CACHE.location][0].deleted == []

@@ -2,10 +2,12 @@
 
 The rules live in :mod:`rocm_release.core.retention` (pure: ``plan_retention`` decides on what is
 listed here). ``observe_retention``/``read_base_use`` list and read through injected clients;
-``read_guard`` reads the nightly aliases again just before deleting; ``apply_retention`` deletes:
-tags in the public repository first, then wheel folders, the cache repository last (a commit's push
-times live there, so an interrupted run still knows how old the leftovers are). Registries are used
-only through :class:`~rocm_release.core.registry.ImageRegistry`. Nothing here imports Airflow.
+``read_guard`` reads the nightly aliases again just before deleting (and
+:mod:`rocm_release.adapters.retention_current` everything else the plan assumed); ``apply_retention``
+deletes what the re-check leaves: tags in the public repository first, then wheel folders, the cache
+repository last, its untagged images after its tags (a commit's push times live there, so an
+interrupted run still knows how old the leftovers are). Registries are used only through
+:class:`~rocm_release.core.registry.ImageRegistry`. Nothing here imports Airflow.
 """
 
 from __future__ import annotations
@@ -16,15 +18,15 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from rocm_release.adapters.registry.oci_manifest import MalformedManifest, manifest_references
 from rocm_release.adapters.store import classify
 from rocm_release.adapters.wheels_publish import read_published
 from rocm_release.core.config import ReleaseConfig
 from rocm_release.core.frozen import Frozen
-from rocm_release.core.names import SHA_RE
+from rocm_release.core.names import INDEX_MEDIA_TYPES, SHA_RE
 from rocm_release.core.plan import LABEL_BASE_DIGEST, LABEL_BASE_KEY, public_tag
-from rocm_release.core.registry import ImageRegistry
+from rocm_release.core.registry import FatalRegistryError, ImageRegistry, TagInfo, UntaggedImage
 from rocm_release.core.retention import (
-    BASE_KINDS,
     NIGHTLY_FOLDER,
     BaseUse,
     ImageToInspect,
@@ -33,9 +35,11 @@ from rocm_release.core.retention import (
     RetentionDecision,
     RetentionInputs,
     Role,
+    RunInUse,
     WheelFolder,
     commits_without_push_time,
 )
+from rocm_release.core.retention_recheck import CurrentState, recheck
 
 Log = Callable[[str], None]
 
@@ -72,10 +76,35 @@ def list_repository(registry: ImageRegistry, repository: str, roles: tuple[Role,
                     push_times: bool) -> RepositoryTags:
     """Every tag of a repository. An OCI registry reads push times (each image config's ``created``,
     one manifest GET per tag and one blob GET per config) only when ``push_times``; otherwise one
-    HEAD per tag. ECR always has them (``imagePushedAt``, one DescribeImages per 1,000 images)."""
+    HEAD per tag. ECR always has them (``imagePushedAt``, one DescribeImages per 1,000 images).
+
+    Where the registry lists untagged images (ECR), those too, and — only when there are any — the
+    digests every index of the repository lists (one manifest read per distinct index)."""
     tags = tuple(registry.list_tags(repository, with_push_times=push_times))
     repo = Repository(registry.name, repository, roles, registry.deletes_by_digest)
-    return RepositoryTags(repo, tags)
+    untagged = tuple(registry.list_untagged(repository)) if registry.lists_untagged else ()
+    children = _index_children(registry, repository, tags, untagged) if untagged else frozenset()
+    return RepositoryTags(repo, tags, untagged, children)
+
+
+def _index_children(registry: ImageRegistry, repository: str, tags: Sequence[TagInfo],
+                    untagged: Sequence[UntaggedImage]) -> frozenset[str]:
+    """Every digest an index of the repository (tagged or not) lists: its platform images and attestations."""
+    indexes = sorted({t.digest for t in tags if t.media_type in INDEX_MEDIA_TYPES}
+                     | {i.digest for i in untagged if i.media_type in INDEX_MEDIA_TYPES})
+    children: set[str] = set()
+    for digest in indexes:
+        try:
+            manifest = registry.manifest(repository, digest)
+        except LookupError:
+            continue  # deleted since it was listed: it lists nothing any more
+        try:
+            children |= {entry.digest for entry in manifest_references(manifest).manifests}
+        except MalformedManifest as exc:
+            raise FatalRegistryError(registry.name, repository,
+                                     f"index {digest} cannot be read, so its untagged entries cannot be told "
+                                     f"apart: {exc}") from exc
+    return frozenset(children)
 
 
 def _entries(store: FolderStore, path: str, where: str) -> list[dict[str, Any]]:
@@ -162,9 +191,12 @@ def observe_retention(
     keep_commits: int,
     log: Log,
     calls: CallCount | None = None,
+    runs: Sequence[RunInUse] = (),
+    now: datetime | None = None,
 ) -> RetentionInputs:
-    """List both repositories, the store's folders and its nightly aliases; read folder times only for
-    commits that no tag dates.
+    """List both repositories (and their untagged images, where the registry can), the store's folders
+    and its nightly aliases; read folder times only for commits that no tag dates. ``runs``: the nightly
+    runs in progress; ``now``: the time the recent window (``retention.protect_recent_hours``) ends.
 
     Push times come from the cache registry (and from the public one when it is ECR, where they are
     free). An OCI public registry (Docker Hub) is listed with one HEAD per tag: a manifest GET per tag
@@ -172,8 +204,10 @@ def observe_retention(
     """
     calls = calls if calls is not None else CallCount()
     repositories = _list_repositories(config, cache, public)
-    for r in repositories:
-        log(f"{r.repository.location}: {len(r.tags)} tags listed")
+    for r, registry in zip(repositories, (cache, public), strict=False):
+        untagged = (f", {len(r.untagged)} untagged images" if registry.lists_untagged else
+                    "; untagged manifests are not listed here (the registry's garbage collection deletes them)")
+        log(f"{r.repository.location}: {len(r.tags)} tags listed{untagged}")
     store_url = config.wheel_store.url.rstrip("/")
     root = store.path.rstrip("/")
     calls.add("store list")
@@ -187,6 +221,9 @@ def observe_retention(
         variants=tuple(v.name for v in config.variants),
         public_tags=config.public_tags,
         nightly_folders=nightly,
+        runs_in_use=tuple(runs),
+        now=now,
+        protect_recent_hours=config.retention.protect_recent_hours,
     )
     undated = commits_without_push_time(inputs) & set(folders)
     if undated:
@@ -225,11 +262,13 @@ def read_base_use(registry: ImageRegistry, images: Sequence[ImageToInspect], log
 
 
 class Applied(Frozen):
-    """What ``apply_retention`` did."""
+    """What ``apply_retention`` did: deletions by location, the ``SKIP`` lines, what was already gone."""
 
     tags_deleted: dict[str, int]
     folders_deleted: int
     skipped: tuple[str, ...]
+    images_deleted: dict[str, int] = {}
+    already_gone: int = 0
 
 
 @dataclass(frozen=True)
@@ -273,49 +312,25 @@ def delete_wheel_folder(store: FolderStore, store_url: str, name: str) -> bool:
     return True
 
 
-def _protected_now(deletions: Sequence[RetentionDecision], guard: Guard) -> set[str]:
-    """The commits an alias names now: the alias folders', and those whose release image an alias points to."""
-    protected = set(guard.commits)
-    for d in deletions:
-        if d.kind in ("release", "nightly_commit") and d.digest in guard.digests and d.commit:
-            protected.add(d.commit)
-    return protected
-
-
-def _unguarded(deletions: Sequence[RetentionDecision], guard: Guard | None,
-               log: Log) -> tuple[list[RetentionDecision], list[str]]:
-    """(what may still go, the references skipped because a nightly alias points to them now)."""
-    skipped: list[str] = []
-    todo: list[RetentionDecision] = []
-    protected_commits = _protected_now(deletions, guard) if guard else set()
-    for d in deletions:
-        if d.action != "delete":
-            raise ValueError(f"apply_retention got a {d.action!r} decision for {d.reference}")
-        # A base the alias points to now stays; a per-commit tag follows its commit (on ECR an old
-        # ``base-nightly-<commit>-<variant>`` tag may go although its image stays under the alias).
-        if guard and (d.commit in protected_commits or (d.kind in BASE_KINDS and d.digest in guard.digests)):
-            skipped.append(d.reference)
-            log(f"SKIP {d.reference}: a nightly alias points to it now (it did not when planned)")
-            continue
-        todo.append(d)
-    return todo, skipped
-
-
-def _tags_by_location(todo: Sequence[RetentionDecision]) -> dict[str, list[str]]:
+def _by_location(todo: Sequence[RetentionDecision], target: str) -> dict[str, list[str]]:
     by_location: dict[str, list[str]] = defaultdict(list)
     for d in todo:
-        if d.target == "tag":
+        if d.target == target:
             by_location[d.location].append(d.name)
     return by_location
 
 
-def _delete_tags(targets: Mapping[str, tuple[ImageRegistry, str]], location: str, names: list[str],
-                 log: Log) -> int:
+def _delete(targets: Mapping[str, tuple[ImageRegistry, str]], location: str, names: list[str], log: Log, *,
+            images: bool = False) -> int:
     if location not in targets:
         raise ValueError(f"no registry client for {location}")
     registry, repository = targets[location]
-    log(f"{location}: deleting {len(names)} tags")
-    registry.delete_tags(repository, names)
+    if images:
+        log(f"{location}: deleting {len(names)} untagged images")
+        registry.delete_digests(repository, names)
+    else:
+        log(f"{location}: deleting {len(names)} tags")
+        registry.delete_tags(repository, names)
     return len(names)
 
 
@@ -337,22 +352,32 @@ def apply_retention(
     store: FolderStore,
     store_url: str,
     log: Log,
-    guard: Guard | None = None,
+    current: CurrentState | None = None,
 ) -> Applied:
-    """Delete what the plan says: other repositories' tags first, then wheel folders, the cache last.
+    """Delete what the plan says and the re-check leaves: other repositories' tags first, then wheel
+    folders, the cache last (its tags, then its untagged images).
 
     ``targets``: location (``host/repo``) → (client, repository). ECR deletes in batches of at most 100
-    tags per call; an OCI registry deletes by digest and refuses (TagDeletionRefused, nothing deleted)
-    when a tag outside the set shares a doomed digest. ``guard`` (the aliases read again now) drops any
-    deletion that a nightly alias has come to point to since the plan; an already-deleted tag or folder
-    counts as done, so a retry converges.
+    per call; an OCI registry deletes by digest and refuses (TagDeletionRefused, nothing deleted) when
+    a tag outside the set shares a doomed digest; Docker Hub deletes tag by tag through its Hub API.
+    ``current`` (what was read again just now: aliases, tags, untagged images, runs, the recent window)
+    holds back every deletion the plan would no longer make (:func:`~rocm_release.core.retention_recheck.
+    recheck`: a ``SKIP`` line each); what is already gone counts as done, so a retry converges.
     """
-    todo, skipped = _unguarded(deletions, guard, log)
-    by_location = _tags_by_location(todo)
+    checked = recheck(deletions, current or CurrentState())
+    for line in checked.skipped:
+        log(line)
+    if checked.gone:
+        log(f"{len(checked.gone)} tags/images already gone since the plan: " + ", ".join(checked.gone[:5])
+            + (" …" if len(checked.gone) > 5 else ""))
+    tags, images = _by_location(checked.todo, "tag"), _by_location(checked.todo, "image")
     deleted: dict[str, int] = {}
-    for location in [loc for loc in by_location if loc != cache_location]:
-        deleted[location] = _delete_tags(targets, location, by_location[location], log)
-    folders = _delete_folders(todo, store, store_url, log)
-    if cache_location in by_location:
-        deleted[cache_location] = _delete_tags(targets, cache_location, by_location[cache_location], log)
-    return Applied(tags_deleted=deleted, folders_deleted=folders, skipped=tuple(skipped))
+    for location in [loc for loc in tags if loc != cache_location]:
+        deleted[location] = _delete(targets, location, tags[location], log)
+    folders = _delete_folders(checked.todo, store, store_url, log)
+    if cache_location in tags:
+        deleted[cache_location] = _delete(targets, cache_location, tags[cache_location], log)
+    images_deleted = {location: _delete(targets, location, names, log, images=True)
+                      for location, names in sorted(images.items(), key=lambda kv: kv[0] == cache_location)}
+    return Applied(tags_deleted=deleted, folders_deleted=folders, skipped=checked.skipped,
+                   images_deleted=images_deleted, already_gone=len(checked.gone))

@@ -6,7 +6,8 @@ Clients come from the config that ``plan_retention`` froze into its XCom (the DA
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from rocm_release.adapters.registry.clients import registry_for
@@ -16,11 +17,11 @@ from rocm_release.adapters.retention import (
     apply_retention,
     observe_retention,
     read_base_use,
-    read_guard,
 )
+from rocm_release.adapters.retention_current import read_current
 from rocm_release.adapters.store import store_root
 from rocm_release.core.config import ReleaseConfig
-from rocm_release.core.retention import RetentionDecision, images_to_inspect, plan_retention
+from rocm_release.core.retention import RetentionDecision, RunInUse, images_to_inspect, plan_retention
 
 Log = Callable[[str], None]
 
@@ -29,8 +30,10 @@ def _store(config: ReleaseConfig) -> Any:
     return store_root(config.wheel_store.url, config.wheel_store.connection_id)
 
 
-def plan_retention_run(config: ReleaseConfig, *, dry_run: bool, keep: int, log: Log) -> dict[str, Any]:
-    """List tags, wheel folders and aliases; read the kept images' base labels; log the plan.
+def plan_retention_run(config: ReleaseConfig, *, dry_run: bool, keep: int, log: Log,
+                       runs: Sequence[RunInUse] = (), now: datetime | None = None) -> dict[str, Any]:
+    """List tags, untagged images, wheel folders and aliases; read the kept images' base labels; log the plan.
+    ``runs``: the nightly runs queued or running; ``now`` (default: now) ends the recent window.
 
     Returns what ``apply_retention`` needs (the deletions, without reasons: those are in the log)
     and the config the plan was made with.
@@ -40,7 +43,7 @@ def plan_retention_run(config: ReleaseConfig, *, dry_run: bool, keep: int, log: 
     calls = CallCount()
     cache, public = registry_for(config.cache_registry), registry_for(config.public_registry)
     inputs = observe_retention(config, cache=cache, public=public, store=_store(config), keep_commits=keep,
-                               log=log, calls=calls)
+                               log=log, calls=calls, runs=runs, now=now or datetime.now(UTC))
     base_use = read_base_use(cache, images_to_inspect(inputs), log, calls)
     plan = plan_retention(inputs, base_use)
     log(plan.render(dry_run=dry_run))
@@ -54,8 +57,10 @@ def plan_retention_run(config: ReleaseConfig, *, dry_run: bool, keep: int, log: 
     }
 
 
-def apply_retention_run(config: ReleaseConfig, deletions: list[RetentionDecision], log: Log) -> Applied:
-    """Public tags, then wheel folders, then cache tags; an alias that moved since the plan wins."""
+def apply_retention_run(config: ReleaseConfig, deletions: list[RetentionDecision], log: Log,
+                        runs: Sequence[RunInUse] = (), now: datetime | None = None) -> Applied:
+    """Read again what the plan assumed (aliases, tags, untagged images; ``runs`` in progress now; the recent
+    window ending ``now``), then delete what still may go: public tags, wheel folders, cache tags and images."""
     cache, public = registry_for(config.cache_registry), registry_for(config.public_registry)
     cache_location = f"{cache.name}/{config.cache_registry.repository}"
     targets = {
@@ -63,9 +68,11 @@ def apply_retention_run(config: ReleaseConfig, deletions: list[RetentionDecision
         cache_location: (cache, config.cache_registry.repository),
     }
     store = _store(config)
-    guard = read_guard(config, public=public, store=store)
+    current = read_current(config, deletions, targets=targets, public=public, store=store, runs=runs,
+                           now=now or datetime.now(UTC))
     applied = apply_retention(deletions, targets=targets, cache_location=cache_location, store=store,
-                              store_url=config.wheel_store.url, log=log, guard=guard)
+                              store_url=config.wheel_store.url, log=log, current=current)
     log(f"Deleted: {sum(applied.tags_deleted.values())} tags ({applied.tags_deleted}), "
-        f"{applied.folders_deleted} wheel folders; skipped {len(applied.skipped)}")
+        f"{sum(applied.images_deleted.values())} untagged images, {applied.folders_deleted} wheel folders; "
+        f"skipped {len(applied.skipped)}; already gone {applied.already_gone}")
     return applied

@@ -119,14 +119,42 @@ class Variant(_Strict):
     _check_args = field_validator("build_args")(_check_build_args)
 
 
-class Registry(_Strict):
-    """A container registry: ECR (through an AWS connection) or any OCI Distribution registry."""
+# Docker Hub's registry host and its other names; the Hub API (tag deletion) is at DOCKER_HUB_API.
+DOCKER_HUB_HOSTS = frozenset({"docker.io", "registry-1.docker.io", "index.docker.io"})
+DOCKER_HUB_API = "https://hub.docker.com"
+_HUB_API_RE = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$"
 
-    kind: Literal["ecr", "oci"]
+
+class Registry(_Strict):
+    """A container registry: ECR (through an AWS connection), Docker Hub, or any OCI Distribution registry.
+
+    ``dockerhub``: the Registry API at ``host`` for everything but deleting tags, which goes through the
+    Hub API at ``hub_api`` (default https://hub.docker.com; a test points it at a local stand-in). A
+    registry whose host is Docker Hub's is a Docker Hub registry whatever ``kind`` says.
+    """
+
+    kind: Literal["ecr", "oci", "dockerhub"]
     host: Annotated[str, Field(pattern=r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$")]
     repository: Annotated[str, Field(pattern=REPOSITORY_RE.pattern, max_length=REPOSITORY_MAX)]
     connection_id: str | None = None
     scheme: Literal["https", "http"] = "https"
+    hub_api: Annotated[str, Field(pattern=_HUB_API_RE)] | None = None
+
+    @property
+    def is_docker_hub(self) -> bool:
+        """Docker Hub by kind or by host: tags are deleted through the Hub API."""
+        return self.kind == "dockerhub" or self.host.lower() in DOCKER_HUB_HOSTS
+
+    @model_validator(mode="after")
+    def _hub_fields(self) -> Registry:
+        if self.hub_api is not None and not self.is_docker_hub:
+            raise ValueError("hub_api is for Docker Hub only (kind: dockerhub, or a Docker Hub host)")
+        if self.is_docker_hub and self.kind == "ecr":
+            raise ValueError(f"{self.host} is Docker Hub, not ECR: use kind 'dockerhub' (or 'oci')")
+        if self.is_docker_hub and self.repository.count("/") != 1:
+            raise ValueError("a Docker Hub repository is '<namespace>/<name>' (one '/'), got "
+                             f"{shown(self.repository)}")
+        return self
 
 
 class WheelStore(_Strict):
@@ -185,10 +213,12 @@ class PublicTagPatterns(_Strict):
 
 
 class Retention(_Strict):
-    """How many commits' per-commit tags and wheel folders the weekly retention keeps."""
+    """How many commits' per-commit tags and wheel folders the weekly retention keeps, and for how long
+    anything just pushed is safe from it (hours; a run in progress may still be using it)."""
 
     keep_commits: Annotated[int, Field(ge=1, le=10_000)] = 14
     schedule: str = "0 4 * * 0"
+    protect_recent_hours: Annotated[int, Field(ge=0, le=24 * 365)] = 48
 
     _cron = field_validator("schedule")(_check_cron)
 

@@ -72,11 +72,24 @@ class Manifest:
 
 @dataclass(frozen=True)
 class TagInfo:
-    """One tag of a repository, with the time its image was pushed when the registry knows it."""
+    """One tag of a repository, with the time its image was pushed (and its manifest's media type)
+    when the registry's listing says."""
 
     tag: str
     digest: str
     pushed_at: datetime | None = None
+    media_type: str | None = None
+
+
+@dataclass(frozen=True)
+class UntaggedImage:
+    """A manifest no tag points to: left by a rebuild that moved its tag, or a platform image (or an
+    attestation) that an index lists. ``artifact_type``: its config's media type, where listed."""
+
+    digest: str
+    pushed_at: datetime | None = None
+    media_type: str | None = None
+    artifact_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +140,21 @@ class ImageRegistry(Protocol):
 
     def delete_tags(self, repository: str, tags: Sequence[str]) -> None:
         """Delete tags (ECR: batches of at most 100 per call)."""
+        ...
+
+    @property
+    def lists_untagged(self) -> bool:
+        """True when ``list_untagged`` can list the manifests no tag points to (ECR). The OCI Registry
+        API cannot: there the registry's garbage collection deletes them
+        (``registry garbage-collect --delete-untagged``)."""
+        ...
+
+    def list_untagged(self, repository: str) -> Iterator[UntaggedImage]:
+        """Every manifest of the repository that no tag points to (nothing where ``lists_untagged`` is False)."""
+        ...
+
+    def delete_digests(self, repository: str, digests: Sequence[str]) -> None:
+        """Delete manifests by digest (ECR: batches of at most 100; one already gone counts as deleted)."""
         ...
 
     def login_credentials(self) -> LoginCredentials:

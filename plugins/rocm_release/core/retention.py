@@ -23,9 +23,16 @@ The rules (REFERENCE_PIPELINE.md §1 "Retention", §2.6, §2.11), each explained
   (``dev.rocm-nightly.base-key``/``base-digest``), once per distinct digest, for kept commits only —
   and the newest base of each variant is kept (the next night may reuse it even if no image was
   built on it yet). A kept image without those labels keeps every base of its variant.
+* **Never what a nightly run in progress uses, nor anything pushed recently.** A queued or running
+  ``rocm_nightly_release`` run keeps the commit its plan names, the bases its plan names and the
+  digests its tasks handed on ("in use by run <run_id>"); a run without a plan yet will release the
+  branch tip, which the newest commits and the recent window keep: anything pushed within
+  ``retention.protect_recent_hours`` of the run is kept (a commit follows its newest push).
 * **Registries that delete by digest** (the OCI Distribution API) delete every tag on a digest, so
-  a tag that shares its digest with a kept tag is kept there (and the reason says so); ECR deletes
-  tags, so there an old per-commit tag goes even when its image stays.
+  a tag that shares its digest with a kept tag is kept there (and the reason says so); ECR and the
+  Docker Hub API delete tags, so there an old per-commit tag goes even when its image stays.
+* **Untagged images** (ECR) go when they are images, no index lists them, no run uses them and they
+  are older than the recent window (:mod:`rocm_release.core.retention_untagged`).
 
 ``plan_retention`` is pure: it takes what was listed and returns a :class:`RetentionPlan` with one
 :class:`RetentionDecision` per tag and folder. Listing, reading labels and deleting are
@@ -56,10 +63,12 @@ from rocm_release.core.retention_model import (
     RetentionInputs,
     RetentionPlan,
     Role,
+    RunInUse,
     TagKind,
     WheelFolder,
 )
 from rocm_release.core.retention_ranking import ListedTag, analyse
+from rocm_release.core.retention_untagged import untagged_decisions
 
 __all__ = [
     "ALIAS_KINDS",
@@ -77,6 +86,7 @@ __all__ = [
     "RetentionInputs",
     "RetentionPlan",
     "Role",
+    "RunInUse",
     "TagKind",
     "WheelFolder",
     "commits_without_push_time",
@@ -115,9 +125,27 @@ def plan_retention(inputs: RetentionInputs, base_use: Mapping[str, BaseUse | Non
     store = inputs.store_url.rstrip("/")
     decisions += [_folder_decision(folder, store, kept, ranks)
                   for folder in sorted(inputs.wheel_folders, key=lambda f: f.name)]
-    decisions = _keep_shared_digests(inputs, decisions)
+    decisions = _keep_shared_digests(inputs, decisions) + untagged_decisions(inputs)
     commits = sorted(ranks.values(), key=lambda r: (r.rank is None, r.rank or 0, r.commit))
-    return RetentionPlan(keep_commits=inputs.keep_commits, commits=tuple(commits), decisions=tuple(decisions))
+    return RetentionPlan(keep_commits=inputs.keep_commits, commits=tuple(commits), decisions=tuple(decisions),
+                         notes=tuple(_notes(inputs)))
+
+
+def _notes(inputs: RetentionInputs) -> list[str]:
+    """What the plan took into account besides the listings: the window, the runs in progress."""
+    notes = []
+    if (recent := inputs.recent) is not None:
+        notes.append(f"Kept whatever its rank: anything pushed since {recent.since.isoformat()} "
+                     f"(the last {recent.hours} hours).")
+    for run in inputs.runs_in_use:
+        if run.commit:
+            notes.append(f"In progress: {run.label} releases {run.commit[:12]}: kept, with the bases and images "
+                         "it names.")
+        else:
+            notes.append(f"In progress: {run.label} has no plan yet: it will release the branch tip as of its "
+                         "date, which the newest commits and everything pushed recently cover; apply_retention "
+                         "reads the runs again.")
+    return notes
 
 
 def _commit_reason(ranks: Mapping[str, CommitRank], commit: str) -> str:
@@ -130,7 +158,7 @@ def _tag_decision(t: ListedTag, kept: set[str], ranks: Mapping[str, CommitRank],
                   bases: Mapping[BaseUnit, Verdict]) -> RetentionDecision:
     """Unknown and ambiguous tags and the aliases stay; a per-commit tag follows its commit, a base its unit."""
     common: dict[str, Any] = {"target": "tag", "location": t.repo.location, "name": t.name,
-                              "digest": t.info.digest, "variant": t.variant}
+                              "digest": t.info.digest, "variant": t.variant, "pushed_at": t.info.pushed_at}
     if t.kind is None:
         kind: DecisionKind = "ambiguous" if t.ambiguous else "unknown"
         return RetentionDecision(action="keep", kind=kind, reason=t.note, **common)

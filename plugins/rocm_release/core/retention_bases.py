@@ -2,7 +2,8 @@
 
 A base is kept when a kept wheels or release image was built on it (its labels name the base's key
 or digest), when ``base-nightly-<variant>`` points to it, when it is the newest base of its variant,
-when it has no push time, or when a kept image of its variant carries no base labels at all.
+when a nightly run in progress uses it, when it was pushed within the recent window, when it has no
+push time, or when a kept image of its variant carries no base labels at all.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from rocm_release.core.plan import LABEL_BASE_DIGEST, LABEL_BASE_KEY
-from rocm_release.core.retention_model import BASE_KINDS, BaseUse
+from rocm_release.core.retention_model import BASE_KINDS, BaseUse, RecentWindow
 from rocm_release.core.retention_ranking import Analysis, ListedTag, as_utc
 
 MAX_NAMES = 3  # names quoted in one reason before "and N more"
@@ -55,6 +56,8 @@ class _BaseFacts:
     aliases: Mapping[str, list[str]]  # digest → the base-nightly aliases pointing to it
     times: Mapping[BaseUnit, datetime | None]  # newest push time of the unit's tags
     newest: Mapping[str, tuple[str, datetime]]  # variant → its newest base (key, time)
+    in_use: Mapping[BaseUnit | str, list[str]]  # unit or digest → the runs in progress using it
+    recent: RecentWindow | None
 
 
 def _base_units(tags: Iterable[ListedTag]) -> dict[BaseUnit, list[ListedTag]]:
@@ -112,6 +115,9 @@ def _keep_reasons(unit: BaseUnit, members: list[ListedTag], facts: _BaseFacts) -
     pointed = [a for d in digests for a in facts.aliases.get(d, [])]
     if pointed:
         reasons.append(f"{_names(pointed)} points to it")
+    runs = facts.in_use.get(unit, []) + [r for d in sorted(digests) for r in facts.in_use.get(d, [])]
+    if runs:
+        reasons.append(f"in use by {_names(runs)}")
     if facts.users.unlabelled.get(variant):
         reasons.append(f"kept image(s) {_names(facts.users.unlabelled[variant])} of {variant} carry no base labels: "
                        f"every base of {variant} is kept")
@@ -120,6 +126,8 @@ def _keep_reasons(unit: BaseUnit, members: list[ListedTag], facts: _BaseFacts) -
         reasons.append("no push time: cannot tell whether it is the newest base, kept")
     elif facts.newest[variant][0] == key or when == facts.newest[variant][1]:
         reasons.append(f"the newest base of {variant} (pushed {when.isoformat()}): the next night may reuse it")
+    elif facts.recent is not None and facts.recent.covers(when):
+        reasons.append(facts.recent.reason(when))
     return reasons
 
 
@@ -140,5 +148,11 @@ def base_verdicts(analysis: Analysis, base_use: Mapping[str, BaseUse | None]) ->
     units = _base_units(analysis.tags)
     users = _base_users(analysis, base_use)
     times = _unit_times(units)
-    facts = _BaseFacts(users, _alias_targets(analysis.tags), times, _newest_bases(times))
+    in_use: dict[BaseUnit | str, list[str]] = defaultdict(list)
+    for run in analysis.runs:
+        for unit in run.base_keys:
+            in_use[unit].append(run.label)
+        for digest in run.digests:
+            in_use[digest].append(run.label)
+    facts = _BaseFacts(users, _alias_targets(analysis.tags), times, _newest_bases(times), in_use, analysis.recent)
     return {unit: _verdict(unit, members, facts) for unit, members in units.items()}

@@ -21,9 +21,11 @@ from rocm_release.core.retention_model import (
     NIGHTLY_FOLDER,
     PER_COMMIT_KINDS,
     CommitRank,
+    RecentWindow,
     Repository,
     RetentionInputs,
     Role,
+    RunInUse,
     TagKind,
     WheelFolder,
 )
@@ -51,10 +53,13 @@ class ListedTag:
 
 @dataclass
 class Analysis:
-    """Every listed tag classified, and every commit ranked with its verdict."""
+    """Every listed tag classified, and every commit ranked with its verdict; the runs in progress and the
+    window of recent pushes that the verdicts on bases and untagged images also follow."""
 
     tags: list[ListedTag]
     ranks: dict[str, CommitRank]
+    runs: tuple[RunInUse, ...] = ()
+    recent: RecentWindow | None = None
 
     @property
     def kept_commits(self) -> set[str]:
@@ -149,8 +154,12 @@ def _released_commits(tags: Iterable[ListedTag]) -> dict[tuple[str, str], set[st
 
 
 def _protected_commits(tags: list[ListedTag], inputs: RetentionInputs) -> dict[str, list[str]]:
-    """Commit → why a nightly alias keeps it: an alias folder names it, or ``nightly`` points to its release."""
+    """Commit → why it is kept whatever its age: an alias folder names it, ``nightly`` points to its release,
+    or a nightly run in progress releases it."""
     protected: dict[str, list[str]] = defaultdict(list)
+    for run in inputs.runs_in_use:
+        if run.commit:
+            protected[run.commit].append(f"in use by {run.label}")
     store = inputs.store_url.rstrip("/")
     for alias, commit in sorted(inputs.nightly_folders.items()):
         if commit:
@@ -164,7 +173,7 @@ def _protected_commits(tags: list[ListedTag], inputs: RetentionInputs) -> dict[s
 
 
 def _dated_rank(commit: str, when: datetime, rank: int, keep: int, boundary: datetime | None,
-                protected: list[str]) -> CommitRank:
+                protected: list[str], recent: RecentWindow | None) -> CommitRank:
     """The verdict on a commit with a push time, #``rank`` of the commits (newest first)."""
     reasons: list[str] = []
     if rank <= keep:
@@ -172,6 +181,8 @@ def _dated_rank(commit: str, when: datetime, rank: int, keep: int, boundary: dat
     elif boundary is not None and when == boundary:
         reasons.append(f"#{rank} by push time, tied with #{keep} (same push time): "
                        "a tie at the boundary is kept, never broken by name")
+    if recent is not None and recent.covers(when):
+        reasons.append(recent.reason(when))
     reasons += protected
     if reasons:
         return CommitRank(commit=commit, pushed_at=when, rank=rank, keep=True, reasons=tuple(reasons))
@@ -179,19 +190,21 @@ def _dated_rank(commit: str, when: datetime, rank: int, keep: int, boundary: dat
                       reasons=(f"#{rank} by push time; only the newest {keep} are kept",))
 
 
-def _rank_dated(dated: Mapping[str, datetime], protected: Mapping[str, list[str]], keep: int) -> dict[str, CommitRank]:
-    """The commits with a push time, newest first: the newest ``keep``, and any tied with the last of them, stay."""
+def _rank_dated(dated: Mapping[str, datetime], protected: Mapping[str, list[str]], keep: int,
+                recent: RecentWindow | None) -> dict[str, CommitRank]:
+    """The commits with a push time, newest first: the newest ``keep``, any tied with the last of them, and
+    any pushed within the ``recent`` window stay."""
     timed = sorted(dated, key=lambda c: c)
     timed.sort(key=lambda c: dated[c], reverse=True)  # newest first; equal times keep name order (display only)
     boundary = dated[timed[keep - 1]] if len(timed) >= keep else None
-    return {commit: _dated_rank(commit, dated[commit], rank, keep, boundary, protected.get(commit, []))
+    return {commit: _dated_rank(commit, dated[commit], rank, keep, boundary, protected.get(commit, []), recent)
             for rank, commit in enumerate(timed, start=1)}
 
 
 def _rank_commits(times: Mapping[str, datetime | None], protected: Mapping[str, list[str]],
-                  keep: int) -> dict[str, CommitRank]:
-    """Every commit's verdict: by push time, and kept without one or when an alias names it."""
-    ranks = _rank_dated({c: when for c, when in times.items() if when is not None}, protected, keep)
+                  keep: int, recent: RecentWindow | None = None) -> dict[str, CommitRank]:
+    """Every commit's verdict: by push time, and kept without one, when recent, or when an alias or a run names it."""
+    ranks = _rank_dated({c: when for c, when in times.items() if when is not None}, protected, keep, recent)
     for commit in sorted(c for c, when in times.items() if when is None):
         ranks[commit] = CommitRank(
             commit=commit, pushed_at=None, rank=None, keep=True,
@@ -209,4 +222,5 @@ def analyse(inputs: RetentionInputs) -> Analysis:
     tags = _classify(inputs)
     times = _commit_times(tags, inputs.wheel_folders)
     protected = _protected_commits(tags, inputs)
-    return Analysis(tags, _rank_commits(times, protected, inputs.keep_commits))
+    recent = inputs.recent
+    return Analysis(tags, _rank_commits(times, protected, inputs.keep_commits, recent), inputs.runs_in_use, recent)

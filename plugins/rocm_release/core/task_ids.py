@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from typing import Literal
 
+# The DAG ids (= the DAG files' names)
+NIGHTLY_DAG_ID = "rocm_nightly_release"
+RETENTION_DAG_ID = "rocm_release_retention"
+
 # rocm_nightly_release
 RESOLVE_RELEASE = "resolve_release"
 RELEASE_SUMMARY = "release_summary"

@@ -6,7 +6,7 @@ import ipaddress
 import re
 from typing import TYPE_CHECKING
 
-from rocm_release.core.config import Registry
+from rocm_release.core.config import DOCKER_HUB_API, Registry
 from rocm_release.core.registry import ImageRegistry
 
 if TYPE_CHECKING:
@@ -20,21 +20,38 @@ _REF_RE = re.compile(
 
 
 def registry_for(reg: Registry) -> ImageRegistry:
-    """The client for a configured registry; an OCI registry's credentials come from its connection."""
+    """The client for a configured registry; an OCI registry's credentials come from its connection.
+
+    Docker Hub (``kind: dockerhub``, or a Docker Hub host) gets :class:`DockerHubRegistry`: the Registry
+    API for everything, the Hub API (``hub_api``) for deleting tags, which the Registry API refuses there.
+    """
     if reg.kind == "ecr":
         from rocm_release.adapters.registry.ecr import EcrRegistry
 
         return EcrRegistry.from_config(reg)
+    username, password = _credentials(reg)
+    if reg.is_docker_hub:
+        from rocm_release.adapters.registry.dockerhub import DockerHubRegistry, registry_api_host
+
+        return DockerHubRegistry(registry_api_host(reg.host), hub_api=reg.hub_api or DOCKER_HUB_API,
+                                 scheme=reg.scheme, username=username, password=password,
+                                 connection_id=reg.connection_id)
     from rocm_release.adapters.registry.oci import OciRegistry
 
+    return OciRegistry(reg.host, scheme=reg.scheme, username=username, password=password,
+                       connection_id=reg.connection_id)
+
+
+def _credentials(reg: Registry) -> tuple[str | None, str | None]:
+    """(login, password) of the registry's connection; (None, None) without one (anonymous)."""
     if not reg.connection_id:
-        return OciRegistry(reg.host, scheme=reg.scheme)
+        return None, None
     from airflow.sdk import BaseHook
 
     conn = BaseHook.get_connection(reg.connection_id)
-    return OciRegistry(
-        reg.host, scheme=reg.scheme, username=conn.login, password=conn.password, connection_id=reg.connection_id
-    )
+    if not conn.login:
+        return None, None
+    return conn.login, conn.password or ""
 
 
 def split_reference(ref: str) -> tuple[str, str, str | None, str | None]:

@@ -13,7 +13,8 @@ the sensors own the waiting, and a sensor poke that hangs in botocore's back-off
 Cost of each call, in ECR API requests: ``lookup`` 1 (DescribeImages); ``manifest`` 1
 (BatchGetImage); ``labels`` 2 (BatchGetImage + GetDownloadUrlForLayer) plus one HTTPS GET of the
 config blob, or 3 + 1 when the reference is an index; ``tag`` 2 (BatchGetImage + PutImage);
-``list_tags`` one DescribeImages per 1,000 images; ``delete_tags`` one BatchDeleteImage per 100 tags.
+``list_tags`` and ``list_untagged`` one DescribeImages per 1,000 images; ``delete_tags`` and
+``delete_digests`` one BatchDeleteImage per 100 tags or images.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from rocm_release.adapters.registry.ecr_answers import (
     required_str,
     stored_manifest,
 )
+from rocm_release.adapters.registry.ecr_blob import fetch_blob
 from rocm_release.adapters.registry.ecr_errors import (
     ABSENT_CODES,
     ABSENT_FAILURES,
@@ -54,6 +56,7 @@ from rocm_release.core.registry import (
     RegistryError,
     TagInfo,
     TransientRegistryError,
+    UntaggedImage,
 )
 
 if TYPE_CHECKING:
@@ -267,40 +270,13 @@ class EcrRegistry:
                 repositoryName=repository, layerDigest=config_digest, **self._ids()
             )
             url = required_str(answer, "downloadUrl", "GetDownloadUrlForLayer")
-            return config_labels(self._fetch_blob(repository, url, limit), config_digest)
+            blob = fetch_blob(url, limit, self._host, repository, self._connection_id())
+            return config_labels(blob, config_digest)
 
     def _platform_child(self, repository: str, reference: str, index: Manifest) -> str:
         """The digest of the index entry for ``platform`` (attestation entries never match)."""
         with self._translated(repository, f"pick the {self._platform} image of {reference!r}"):
             return platform_child(index.raw, self._platform)
-
-    def _fetch_blob(self, repository: str, url: str, limit: int) -> bytes:
-        """GET a pre-signed blob URL, at most ``limit`` bytes. Network trouble and 5xx are transient."""
-        import httpx
-
-        if not url.startswith(("https://", "http://")):
-            raise MalformedAnswer(f"download URL is not http(s): {url.split('?')[0]!r}")
-        where = url.split("?", 1)[0]  # the query string is the signature: keep it out of messages
-        try:
-            with httpx.stream("GET", url, timeout=30.0, follow_redirects=True) as response:
-                if response.status_code == 429 or response.status_code >= 500:
-                    raise TransientRegistryError(
-                        self._host, repository, f"GET {where}: HTTP {response.status_code}", self._connection_id()
-                    )
-                if response.status_code != 200:
-                    raise FatalRegistryError(
-                        self._host, repository, f"GET {where}: HTTP {response.status_code}", self._connection_id()
-                    )
-                body = bytearray()
-                for chunk in response.iter_bytes():
-                    body += chunk
-                    if len(body) > limit:
-                        raise MalformedAnswer(f"GET {where}: more than {limit} bytes")
-                return bytes(body)
-        except httpx.TransportError as exc:
-            raise TransientRegistryError(
-                self._host, repository, f"GET {where}: {type(exc).__name__}: {exc}", self._connection_id()
-            ) from exc
 
     def tag(self, repository: str, digest: str, new_tag: str) -> None:
         """Point ``new_tag`` at ``digest``: PutImage of the stored manifest bytes, no layer moves.
@@ -366,8 +342,9 @@ class EcrRegistry:
                         pushed_at = detail.get("imagePushedAt")
                         if not isinstance(pushed_at, datetime):
                             pushed_at = None
+                        media_type = detail.get("imageManifestMediaType")
                         for tag in detail.get("imageTags") or []:
-                            yield TagInfo(tag=str(tag), digest=digest, pushed_at=pushed_at)
+                            yield TagInfo(tag=str(tag), digest=digest, pushed_at=pushed_at, media_type=media_type)
             except ClientError as exc:
                 if error_code(exc) != "RepositoryNotFoundException":
                     raise
@@ -395,18 +372,30 @@ class EcrRegistry:
         Tags already gone count as deleted. Every batch is attempted; other failures are then raised
         together (transient only when all of them are upstream throttling/outage).
         """
+        self._batch_delete(repository, [{"imageTag": t} for t in dict.fromkeys(tags)], "tags")
+
+    def delete_digests(self, repository: str, digests: Sequence[str]) -> None:
+        """Delete images by digest (untagged ones: a digest that still has tags loses them too), at most
+        100 per BatchDeleteImage call. ECR refuses an image an index lists (ImageReferencedByManifestList):
+        it is kept and logged, not an error."""
+        for digest in digests:
+            if not DIGEST_RE.match(digest):
+                raise ValueError(f"delete_digests() needs sha256 digests, got {digest!r}")
+        self._batch_delete(repository, [{"imageDigest": d} for d in dict.fromkeys(digests)], "images",
+                           keep_listed=True)
+
+    def _batch_delete(self, repository: str, image_ids: list[dict[str, str]], what: str, *,
+                      keep_listed: bool = False) -> None:
         from botocore.exceptions import ClientError
 
-        wanted = list(dict.fromkeys(tags))
         problems: list[str] = []
         codes: set[str] = set()
         deleted = 0
-        with self._translated(repository, f"delete {len(wanted)} tags"):
-            for start in range(0, len(wanted), DELETE_BATCH):
-                batch = wanted[start : start + DELETE_BATCH]
+        with self._translated(repository, f"delete {len(image_ids)} {what}"):
+            for start in range(0, len(image_ids), DELETE_BATCH):
                 try:
                     answer = self.client.batch_delete_image(
-                        repositoryName=repository, imageIds=[{"imageTag": t} for t in batch], **self._ids()
+                        repositoryName=repository, imageIds=image_ids[start : start + DELETE_BATCH], **self._ids()
                     )
                 except ClientError as exc:
                     if error_code(exc) == "RepositoryNotFoundException":
@@ -415,17 +404,45 @@ class EcrRegistry:
                     raise
                 deleted += len(answer.get("imageIds") or [])
                 for failure in answer.get("failures") or []:
-                    code = str(failure.get("failureCode"))
+                    code, image = str(failure.get("failureCode")), failure.get("imageId") or {}
+                    name = image.get("imageTag") or image.get("imageDigest")
                     if code == "ImageNotFound":
                         continue
+                    if code == "ImageReferencedByManifestList" and keep_listed:
+                        log.info("%s/%s@%s: kept, an index lists it", self._host, repository, name)
+                        continue
                     codes.add(code)
-                    tag = (failure.get("imageId") or {}).get("imageTag")
-                    problems.append(f"{tag}: {code}: {failure.get('failureReason')}")
-        log.info("%s/%s: deleted %d of %d tags", self._host, repository, deleted, len(wanted))
+                    problems.append(f"{name}: {code}: {failure.get('failureReason')}")
+        log.info("%s/%s: deleted %d of %d %s", self._host, repository, deleted, len(image_ids), what)
         if problems:
             kind = TransientRegistryError if codes <= TRANSIENT_FAILURES else FatalRegistryError
             shown = "; ".join(problems[:10]) + (f"; … {len(problems) - 10} more" if len(problems) > 10 else "")
-            raise kind(self._host, repository, f"{len(problems)} tags not deleted: {shown}", self._connection_id())
+            raise kind(self._host, repository, f"{len(problems)} {what} not deleted: {shown}", self._connection_id())
+
+    lists_untagged = True  # DescribeImages filters tagStatus=UNTAGGED
+
+    def list_untagged(self, repository: str) -> Iterator[UntaggedImage]:
+        """Every image without a tag (DescribeImages, ``tagStatus=UNTAGGED``, 1,000 per call), with its push
+        time, manifest media type and artifact (config) media type. None in a repository that does not exist."""
+        from botocore.exceptions import ClientError
+
+        with self._translated(repository, "list untagged images"):
+            pages = self.client.get_paginator("describe_images").paginate(
+                repositoryName=repository, filter={"tagStatus": "UNTAGGED"},
+                PaginationConfig={"PageSize": self._page_size}, **self._ids(),
+            )
+            try:
+                for page in pages:
+                    for detail in page.get("imageDetails") or []:
+                        if detail.get("imageTags"):  # the filter says untagged; an image with tags is not
+                            continue
+                        pushed_at = detail.get("imagePushedAt")
+                        yield UntaggedImage(digest_field(detail, "imageDigest", "DescribeImages imageDetails"),
+                                            pushed_at if isinstance(pushed_at, datetime) else None,
+                                            detail.get("imageManifestMediaType"), detail.get("artifactMediaType"))
+            except ClientError as exc:
+                if error_code(exc) != "RepositoryNotFoundException":
+                    raise
 
     def login_credentials(self) -> LoginCredentials:
         """``docker login`` credentials: a 12-hour token from GetAuthorizationToken (never logged)."""

@@ -21,8 +21,8 @@ from rocm_release.adapters.registry.oci_auth import Scopes
 from rocm_release.adapters.registry.oci_manifest import Descriptor
 from rocm_release.adapters.registry.oci_manifest_client import ACCEPT_MANIFESTS, OciManifestClient
 from rocm_release.adapters.registry.oci_session import DEFAULT_TIMEOUT, OciSession, ReferenceNotFound
-from rocm_release.core.names import INDEX_MEDIA_TYPES, check_repository, check_tag
-from rocm_release.core.registry import MAX_LIST_PAGES, FatalRegistryError, LoginCredentials, TagInfo
+from rocm_release.core.names import DIGEST_RE, INDEX_MEDIA_TYPES, check_repository, check_tag
+from rocm_release.core.registry import MAX_LIST_PAGES, FatalRegistryError, LoginCredentials, TagInfo, UntaggedImage
 
 log = logging.getLogger(__name__)
 
@@ -284,6 +284,26 @@ class OciRegistry(OciManifestClient):
                                    Scopes.of(repository, "delete"))
             present, _ = self._http.outcome(resp, repository, what)
             if not present:
+                log.info("%s/%s@%s was already deleted", self.name, repository, digest)
+
+    # The Registry API cannot list manifests that no tag points to: the registry's garbage collection
+    # deletes them (``registry garbage-collect --delete-untagged``).
+    lists_untagged = False
+
+    def list_untagged(self, repository: str) -> Iterator[UntaggedImage]:
+        """Nothing: the API has no way to list untagged manifests (see ``lists_untagged``)."""
+        return iter(())
+
+    def delete_digests(self, repository: str, digests: Sequence[str]) -> None:
+        """DELETE each manifest by digest (every tag on it goes too); one already gone counts as deleted."""
+        check_repository(repository)
+        for digest in dict.fromkeys(digests):
+            if not DIGEST_RE.match(digest):
+                raise ValueError(f"delete_digests() needs sha256 digests, got {digest!r}")
+            what = f"DELETE manifest {digest}"
+            resp = self._http.send("DELETE", self._http.url(f"/v2/{repository}/manifests/{digest}"), repository,
+                                   Scopes.of(repository, "delete"))
+            if not self._http.outcome(resp, repository, what)[0]:
                 log.info("%s/%s@%s was already deleted", self.name, repository, digest)
 
     def _current_tags(self, repository: str) -> dict[str, tuple[str, str]]:
