@@ -12,7 +12,8 @@ config (a retry window of 600 s), and starts it again a few seconds after the fi
    copies go through once it is back, the public tags name the cache digests, every blob is there,
    and a second run moves nothing;
 3. ``publish_wheels``: the cache registry the wheels images are read from is down: the index is
-   published and verified once it is back.
+   published and verified once it is back;
+4. a push the registry refuses (no credentials) fails at once: one attempt, FatalPushError.
 
 On 07d6ad6 (before the retries) every one of these fails at the first refused connection.
 Durations are printed (``-s``).
@@ -37,19 +38,19 @@ import pytest
 import yaml
 
 from rocm_release.adapters.config_file import REPO_ROOT
-from rocm_release.adapters.docker_build import build_stage, docker_session
+from rocm_release.adapters.docker_build import build_and_push, build_stage, docker_session
 from rocm_release.adapters.git import GitMirror
 from rocm_release.adapters.registry.oci import OciRegistry
 from rocm_release.adapters.steps import publish_variant_wheels, push_variant_images
 from rocm_release.adapters.store import observe_published, store_root
-from rocm_release.core.build_commands import StageInputs
+from rocm_release.core.build_commands import BuildRequest, FatalPushError, StageInputs
 from rocm_release.core.config import ReleaseConfig, parse_config
 from rocm_release.core.params import ReleaseParams
 from rocm_release.core.plan import LABEL_KIND, ReleasePlan, make_plan
 from tests.support.demo import demo_config, local_path, make_history
 from tests.support.dockerd import PrivateDockerd, private_dockerd
 from tests.support.outages import Outage
-from tests.support.registries import LocalRegistry, make_image
+from tests.support.registries import LocalRegistry, make_image, token_registry
 from tests.support.wheels import make_wheel
 
 pytestmark = pytest.mark.integration
@@ -253,3 +254,26 @@ def test_publish_wheels_waits_out_a_cache_registry_outage(world: World, tmp_path
     observed = observe_published(store_root(v.wheels_url), v.wheels_url)
     assert observed.present, observed.reason
     assert (local_path(v.wheels_url) / "index.html").exists()
+
+
+def test_a_refused_push_fails_at_once_without_retrying(world: World, builder: PrivateDockerd) -> None:
+    """A registry that wants credentials we do not have: the push is fatal, and not tried a second time."""
+    context = world.root / "tiny"
+    context.mkdir(exist_ok=True)
+    (context / "Dockerfile").write_text("FROM scratch AS out\nCOPY payload /payload\n")
+    (context / "payload").write_bytes(uuid.uuid4().bytes)
+    lines: list[str] = []
+    retrying = world.config.retry.retrying(lines.append)
+    assert retrying.window_seconds >= 300
+    (world.root / "token").mkdir(exist_ok=True)
+    with token_registry(world.root / "token", {"writer": "secret"}) as (registry, _), \
+            docker_session(builder.host, []) as env:
+        request = BuildRequest(context=context, dockerfile="Dockerfile", target="out",
+                               tag_ref=f"{registry.host}/refused/tiny:t", build_args={}, labels={})
+        started = time.monotonic()
+        with pytest.raises(FatalPushError, match="denied|no basic auth credentials|unauthorized"):
+            build_and_push(request, env, lines.append, retrying)
+        took = time.monotonic() - started
+    print(f"\na refused push failed after {took:.1f} s (build included)")
+    assert [line for line in lines if ": attempt " in line] == []
+    assert len([line for line in lines if line.startswith("The push refers to repository")]) == 1
