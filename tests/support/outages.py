@@ -1,10 +1,12 @@
 """Outages of a throwaway service, driven by what the code under test logs (no sleeps as synchronisation).
 
 ``Outage`` stops a service (a ``LocalRegistry``, or anything with ``start``/``stop``) either at once or
-when a chosen log line appears (e.g. BuildKit's ``naming to …``: the image is built, the push is next),
-and starts it again a fixed number of seconds after the first failed attempt the retry policy logs
-(``core.retrying``: ``…: attempt 1 failed (…)``). Starting it again is the event the code under test
-waits for; the timer only decides when that event happens. Never use it on the shared services.
+when a chosen log line appears (e.g. BuildKit's ``naming to …``: the image is built, the push is next;
+or ``[DAG TEST] starting task_id=…`` in an ``airflow dags test`` run's output), and starts it again a
+fixed number of seconds after the first failed attempt the retry policy logs (``core.retrying``:
+``…: attempt 1 failed (…)``), or after the stop (``from_stop=True``: an outage of a fixed length).
+Starting it again is the event the code under test waits for; the timer only decides when that event
+happens. Never use it on the shared services.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class Outage:
     service: Service
     seconds: float
     stop_on: str | None = None
+    from_stop: bool = False
     lines: list[str] = field(default_factory=list)
     stopped_at: float | None = None
     restarted_at: float | None = None
@@ -44,6 +47,12 @@ class Outage:
     def _stop(self) -> None:
         self.service.stop()
         self.stopped_at = time.monotonic()
+        if self.from_stop:
+            self._schedule_restart()
+
+    def _schedule_restart(self) -> None:
+        self._timer = threading.Timer(self.seconds, self._restart)
+        self._timer.start()
 
     def _restart(self) -> None:
         try:
@@ -57,8 +66,7 @@ class Outage:
         if self.stop_on is not None and self.stopped_at is None and self.stop_on in line:
             self._stop()
         if self._timer is None and self.stopped_at is not None and FIRST_FAILURE in line:
-            self._timer = threading.Timer(self.seconds, self._restart)
-            self._timer.start()
+            self._schedule_restart()
 
     def finish(self) -> None:
         """Wait for the restart (if one was scheduled), start the service if it is still down, and
