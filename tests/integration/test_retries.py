@@ -13,7 +13,9 @@ config (a retry window of 600 s), and starts it again a few seconds after the fi
    and a second run moves nothing;
 3. ``publish_wheels``: the cache registry the wheels images are read from is down: the index is
    published and verified once it is back;
-4. a push the registry refuses (no credentials) fails at once: one attempt, FatalPushError.
+4. a push the registry refuses (no credentials) fails at once: one attempt, FatalPushError;
+5. a wheel upload to S3 (moto behind a TCP gate that closes after the first upload) is retried
+   until the endpoint is back; the folder then reads as published and verified.
 
 On 07d6ad6 (before the retries) every one of these fails at the first refused connection.
 Durations are printed (``-s``).
@@ -43,12 +45,15 @@ from rocm_release.adapters.git import GitMirror
 from rocm_release.adapters.registry.oci import OciRegistry
 from rocm_release.adapters.steps import publish_variant_wheels, push_variant_images
 from rocm_release.adapters.store import observe_published, store_root
+from rocm_release.adapters.wheels_publish import publish_wheels
 from rocm_release.core.build_commands import BuildRequest, FatalPushError, StageInputs
 from rocm_release.core.config import ReleaseConfig, parse_config
 from rocm_release.core.params import ReleaseParams
 from rocm_release.core.plan import LABEL_KIND, ReleasePlan, make_plan
 from tests.support.demo import demo_config, local_path, make_history
 from tests.support.dockerd import PrivateDockerd, private_dockerd
+from tests.support.moto import admin_client, set_connection
+from tests.support.net import TcpGate
 from tests.support.outages import Outage
 from tests.support.registries import LocalRegistry, make_image, token_registry
 from tests.support.wheels import make_wheel
@@ -277,3 +282,37 @@ def test_a_refused_push_fails_at_once_without_retrying(world: World, builder: Pr
     print(f"\na refused push failed after {took:.1f} s (build included)")
     assert [line for line in lines if ": attempt " in line] == []
     assert len([line for line in lines if line.startswith("The push refers to repository")]) == 1
+
+
+# --------------------------------------------------------------------------- 5. uploads to S3
+
+
+def test_a_wheel_upload_to_s3_waits_out_an_outage(world: World, moto_url: str, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The S3 endpoint (moto behind a TCP gate, so no state is lost) goes away after the first upload."""
+    gate = TcpGate(int(moto_url.rsplit(":", 1)[1]))
+    gate.start()
+    set_connection(monkeypatch.setenv, "retries_s3", gate.url)
+    bucket = f"wheels-{uuid.uuid4().hex[:12]}"
+    admin_client("s3", moto_url).create_bucket(Bucket=bucket)
+    wheels = [make_wheel(tmp_path, "tinydep", "1.0"), make_wheel(tmp_path, "tinything", "0.2.0")]
+    url = f"s3://{bucket}/rocm/{'0' * 40}/{VARIANT}/"
+    outage = Outage(gate, 5.0, stop_on=f"{url}{wheels[0].name}: uploaded")
+    started = time.monotonic()
+    try:
+        published = publish_wheels(wheels, store_root(url, "retries_s3"), url, outage.log,
+                                   world.config.retry.retrying(outage.log))
+    finally:
+        outage.finish()
+        gate.stop()
+    took = time.monotonic() - started
+    print(f"\npublish_wheels to S3, endpoint down {outage.down_seconds:.1f} s after the first upload: {took:.1f} s, "
+          f"{len(outage.failed_attempts())} failed attempts")
+    assert outage.failed_attempts(f"upload of {url}{wheels[1].name}"), "the second upload never met the outage"
+    assert [f.uploaded for f in published] == [True, True]
+    gate.start()  # read it back through the same connection
+    try:
+        observed = observe_published(store_root(url, "retries_s3"), url)
+    finally:
+        gate.stop()
+    assert observed.present, observed.reason
