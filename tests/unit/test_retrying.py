@@ -155,3 +155,14 @@ def test_bad_retry_settings_fail_when_the_config_is_read(retry: dict[str, int], 
     with pytest.raises(ConfigError) as caught:
         parse_config(text, "demo.yaml", repo_root="/repo")
     assert message in str(caught.value)
+
+
+def test_a_multi_line_error_is_logged_on_one_line() -> None:
+    fake, lines = FakeTime(), []
+    error = Outage("docker push of r/x:t failed with exit code 1:\nThe push refers to repository [r/x]\n"
+                   'Get "http://r/v2/": dial tcp r: connect: connection refused\n')
+    operation, _ = failing(1, error)
+    policy(fake, lines=lines)("docker push of r/x:t", operation)
+    assert lines == ['docker push of r/x:t: attempt 1 failed (docker push of r/x:t failed with exit code 1: … '
+                     'Get "http://r/v2/": dial tcp r: connect: connection refused); retrying in 2.0 s '
+                     '(300 s of the retry window left)']

@@ -49,6 +49,12 @@ def _ignore(_: str) -> None:
     """A log that drops its lines."""
 
 
+def one_line(error: BaseException) -> str:
+    """An error on one log line: a multi-line message (``docker push``'s output tail) as its first and last line."""
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return lines[0] if len(lines) < 2 else f"{lines[0]} … {lines[-1]}"
+
+
 @dataclass(frozen=True)
 class Retrying:
     """Call an operation until it succeeds, fails fatally, or the window (seconds) is over.
@@ -87,11 +93,11 @@ class Retrying:
                 if self.window_seconds == 0:
                     raise
                 if left <= 0:
-                    self.log(f"{what}: attempt {attempt} failed ({exc}); the retry window of "
+                    self.log(f"{what}: attempt {attempt} failed ({one_line(exc)}); the retry window of "
                              f"{self.window_seconds:.0f} s is over, giving up")
                     raise RetriesExhausted(what, attempt, self.clock() - started, exc) from exc
                 wait = min(self.delay(attempt), left)
-                self.log(f"{what}: attempt {attempt} failed ({exc}); retrying in {wait:.1f} s "
+                self.log(f"{what}: attempt {attempt} failed ({one_line(exc)}); retrying in {wait:.1f} s "
                          f"({left:.0f} s of the retry window left)")
                 self.sleep(wait)
 
