@@ -21,6 +21,10 @@ parent image, args): look at `choose_path`'s log, which says why.
   Fix the connection; nothing was rebuilt or published.
 - A `check_*` sensor timed out: the registry/store was down the whole time.
   Clear the task once it is back; an outage is never treated as "absent".
+- A registry or store outage does not fail a task at once: every push, copy
+  and upload is retried inside its task for the config's `retry` window (the
+  log says "attempt N failed …; retrying in …"). A task that fails with
+  "still failing after N attempts … (retry window)" met a longer outage.
 - A build failed: nothing after it publishes. Clear the build task: builds are
   idempotent and reuse what was pushed.
 - `publish_wheels` failed: clear it; it converges (skips files already there,

@@ -131,8 +131,12 @@ def make_repo(path: Path) -> list[str]:
 def world_config(*, cache: str, public: str, store_url: str, git_url: str, store_conn: str | None = None,
                  cache_conn: str | None = None, public_conn: str | None = None, git_conn: str | None = None,
                  repository: str = "rocm-nightly/tinyllm", build_args: Mapping[str, str] | None = None,
-                 parent: str = PARENT) -> ReleaseConfig:
-    """include/config/demo.yaml with one variant, these registries (plain http), store and git URL."""
+                 parent: str = PARENT, retry_window: int = 0) -> ReleaseConfig:
+    """include/config/demo.yaml with one variant, these registries (plain http), store and git URL.
+
+    The in-task retry window is 0 by default: each fault here outlasts it, so a test sees what the task's
+    try does when the fault is still there at the window's end (test_registry_outages.py shows the
+    default window absorbing a 60-s registry outage in whole nights)."""
     doc: dict[str, Any] = load_config(REPO_ROOT / "include" / "config" / "demo.yaml").model_dump(mode="json")
     doc["variants"] = [v for v in doc["variants"] if v["name"] == VARIANT]
     doc["project"].update(git_url=git_url, git_conn_id=git_conn, base_dockerfile="docker/Dockerfile.base",
@@ -142,6 +146,7 @@ def world_config(*, cache: str, public: str, store_url: str, git_url: str, store
     doc["public_registry"].update(host=public, scheme="http", repository=f"{repository}-rocm",
                                   connection_id=public_conn)
     doc["wheel_store"].update(url=store_url, connection_id=store_conn, public_url=None)
+    doc["retry"]["window_seconds"] = retry_window
     return ReleaseConfig.model_validate(doc)
 
 

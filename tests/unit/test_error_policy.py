@@ -108,6 +108,8 @@ def config_with(tmp_path: Path, *, registry: str, git_url: str = "file:///nonexi
     base["cache_registry"].update(host=registry, scheme="http")
     base["public_registry"].update(host=registry, scheme="http")
     base["wheel_store"]["url"] = f"file://{tmp_path}/store"
+    # An outage is retried inside the task for this window, then raised as transient (Airflow retries it).
+    base["retry"] = {"window_seconds": 1, "first_delay_seconds": 1, "max_delay_seconds": 1}
     return ReleaseConfig.model_validate(base)
 
 

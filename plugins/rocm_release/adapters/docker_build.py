@@ -5,19 +5,23 @@ as its own argument. Secrets reach the build only through BuildKit
 ``--secret`` files (never build args, labels or history), and the registry
 password only through ``docker login --password-stdin`` into a throwaway
 ``DOCKER_CONFIG``. The pushed digest is taken from the push itself (the
-``digest: sha256:…`` line of ``docker push``, or buildx's metadata file),
-never from a later tag lookup.
+``digest: sha256:…`` line of ``docker push``), never from a later tag lookup.
+
+Build and push are two commands (also with buildx: ``--load``, then ``docker push``), so a registry
+outage during the push is retried alone, with backoff, for the configured window (``retry`` in the
+config, ``core.retrying``); the build never runs again for it. ``docker login`` and the registry
+look-up before the build are retried the same way. A refusal (401/403) fails at once.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 from rocm_release.core.build_commands import (
@@ -29,6 +33,7 @@ from rocm_release.core.build_commands import (
     build_command,
     parse_push_digest,
     push_command,
+    push_failure,
     stage_request,
 )
 from rocm_release.core.names import DIGEST_RE
@@ -37,6 +42,7 @@ from rocm_release.core.plan import (
     VariantPlan,
 )
 from rocm_release.core.registry import ImageRegistry, LoginCredentials
+from rocm_release.core.retrying import ONCE, Retrying
 
 DOCKER_CLI_ENV = "ROCM_NIGHTLY_DOCKER_CLI"
 Log = Callable[[str], None]
@@ -48,13 +54,27 @@ def docker_cli() -> str:
 
 
 def has_buildx(cli: str, env: Mapping[str, str]) -> bool:
-    """True when the client has the buildx plugin (then build and push are one step)."""
+    """True when the client has the buildx plugin (then it builds, with ``--load``)."""
     probe = subprocess.run([cli, "buildx", "version"], env=dict(env), capture_output=True, check=False)
     return probe.returncode == 0
 
 
 def run_streaming(args: Sequence[str], env: Mapping[str, str], log: Log, *, stdin: str | None = None) -> str:
-    """Run a command, sending each output line to ``log`` as it comes; the whole output is returned."""
+    """Run a command, sending each output line to ``log`` as it comes; the whole output is returned.
+    A non-zero exit raises BuildError with the last lines."""
+    code, output = run_logged(args, env, log, stdin=stdin)
+    if code != 0:
+        tail = "\n".join(output.splitlines()[-15:])
+        daemon = env.get("DOCKER_HOST") or "the default docker daemon"
+        # A daemon stopped mid-build leaves docker saying only "unexpected EOF": say whether it is gone.
+        gone = "" if _daemon_answers(args[0], env) else " (the daemon does not answer now: stopped or restarted?)"
+        raise BuildError(f"{args[0]} {args[1]} on {daemon} failed with exit code {code}{gone}:\n{tail}")
+    return output
+
+
+def run_logged(args: Sequence[str], env: Mapping[str, str], log: Log, *,
+               stdin: str | None = None) -> tuple[int, str]:
+    """Run a command, sending each output line to ``log`` as it comes; (exit code, whole output)."""
     lines: list[str] = []
     with subprocess.Popen(
         list(args), env=dict(env), stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
@@ -70,13 +90,18 @@ def run_streaming(args: Sequence[str], env: Mapping[str, str], log: Log, *, stdi
             lines.append(line)
             log(line)
         code = proc.wait()
-    if code != 0:
-        tail = "\n".join(lines[-15:])
-        daemon = env.get("DOCKER_HOST") or "the default docker daemon"
-        # A daemon stopped mid-build leaves docker saying only "unexpected EOF": say whether it is gone.
-        gone = "" if _daemon_answers(args[0], env) else " (the daemon does not answer now: stopped or restarted?)"
-        raise BuildError(f"{args[0]} {args[1]} on {daemon} failed with exit code {code}{gone}:\n{tail}")
-    return "\n".join(lines)
+    return code, "\n".join(lines)
+
+
+def docker_login(cred: LoginCredentials, env: Mapping[str, str]) -> None:
+    """``docker login`` with the password on stdin; a failure classified like a push's."""
+    proc = subprocess.run(
+        [docker_cli(), "login", "--username", cred.username, "--password-stdin", cred.registry],
+        env=dict(env), input=cred.password, capture_output=True, text=True, check=False,
+    )
+    if proc.returncode != 0:
+        raise push_failure(f"docker login to {cred.registry} as {cred.username}", proc.returncode,
+                           proc.stderr.strip())
 
 
 def _daemon_answers(cli: str, env: Mapping[str, str]) -> bool:
@@ -90,9 +115,11 @@ def _daemon_answers(cli: str, env: Mapping[str, str]) -> bool:
 
 
 @contextmanager
-def docker_session(daemon_host: str | None, credentials: Sequence[LoginCredentials]) -> Iterator[dict[str, str]]:
+def docker_session(daemon_host: str | None, credentials: Sequence[LoginCredentials],
+                   retrying: Retrying = ONCE) -> Iterator[dict[str, str]]:
     """An environment for docker commands: the daemon to use and a throwaway ``DOCKER_CONFIG``
-    holding only this task's logins (removed afterwards, so no credential outlives the task)."""
+    holding only this task's logins (removed afterwards, so no credential outlives the task).
+    Each login is retried through outages as ``retrying`` says."""
     config_dir = Path(tempfile.mkdtemp(prefix="rocm-nightly-docker-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_CONFIG")}
     env.update({"DOCKER_CONFIG": str(config_dir), "DOCKER_BUILDKIT": "1", "BUILDKIT_PROGRESS": "plain"})
@@ -100,28 +127,27 @@ def docker_session(daemon_host: str | None, credentials: Sequence[LoginCredentia
         env["DOCKER_HOST"] = daemon_host
     try:
         for cred in credentials:
-            proc = subprocess.run(
-                [docker_cli(), "login", "--username", cred.username, "--password-stdin", cred.registry],
-                env=env, input=cred.password, capture_output=True, text=True, check=False,
-            )
-            if proc.returncode != 0:
-                raise BuildError(f"docker login to {cred.registry} as {cred.username} failed: {proc.stderr.strip()}")
+            retrying(f"docker login to {cred.registry}", partial(docker_login, cred, env))
         yield env
     finally:
         shutil.rmtree(config_dir, ignore_errors=True)
 
 
-def build_and_push(request: BuildRequest, env: Mapping[str, str], log: Log) -> str:
-    """Build one target and push it; return the pushed manifest digest (from the push itself)."""
+def push_image(tag_ref: str, env: Mapping[str, str], log: Log) -> str:
+    """``docker push`` of an image the daemon has; the manifest digest it printed. Failures classified."""
     cli = docker_cli()
-    if has_buildx(cli, env):
-        with tempfile.TemporaryDirectory(prefix="rocm-nightly-meta-") as tmp:
-            meta = Path(tmp) / "metadata.json"
-            run_streaming(build_command(cli, request, buildx=True, metadata_file=meta), env, log)
-            digest = str(json.loads(meta.read_text()).get("containerimage.digest", ""))
-    else:
-        run_streaming(build_command(cli, request, buildx=False), env, log)
-        digest = parse_push_digest(run_streaming(push_command(cli, request.tag_ref), env, log))
+    code, output = run_logged(push_command(cli, tag_ref), env, log)
+    if code != 0:
+        raise push_failure(f"docker push of {tag_ref}", code, output)
+    return parse_push_digest(output)
+
+
+def build_and_push(request: BuildRequest, env: Mapping[str, str], log: Log, retrying: Retrying = ONCE) -> str:
+    """Build one target into the daemon, then push it (only the push is retried, as ``retrying`` says);
+    return the pushed manifest digest (from the push itself)."""
+    cli = docker_cli()
+    run_streaming(build_command(cli, request, buildx=has_buildx(cli, env)), env, log)
+    digest = retrying(f"docker push of {request.tag_ref}", lambda: push_image(request.tag_ref, env, log))
     if not DIGEST_RE.match(digest):
         raise BuildError(f"the push of {request.tag_ref} returned no valid digest ({digest!r})")
     return digest
@@ -154,6 +180,9 @@ def build_stage(
 ) -> dict[str, str]:
     """Build (or, on a retry, reuse what this run already pushed) one stage; return kind → pinned ref.
 
+    Registry calls and pushes are retried through outages for ``plan.config.retry``'s window;
+    the build itself runs once.
+
     ``base`` builds the base image, then the base wheels image labelled with
     the base image's digest: the pair is one unit. ``wheels`` and ``release``
     build on the base image by digest.
@@ -163,16 +192,18 @@ def build_stage(
     if stage != "base" and (inputs.base_digest is None or not DIGEST_RE.match(inputs.base_digest)):
         raise BuildError(f"{stage} of {v.name} needs the base image digest, got {inputs.base_digest!r}")
     base_digest = inputs.base_digest
+    retrying = plan.config.retry.retrying(log)
     refs: dict[str, str] = {}
     for kind in STAGE_KINDS[stage]:
         request = stage_request(plan, v, kind, inputs, None if kind == "base" else base_digest)
-        digest = _pushed_by_this_run(registry, plan.cache_repository, str(getattr(v.cache_tags, kind)),
-                                     request.labels)
+        tag = str(getattr(v.cache_tags, kind))
+        digest = retrying(f"look-up of {request.tag_ref}",
+                          partial(_pushed_by_this_run, registry, plan.cache_repository, tag, request.labels))
         if digest:
             log(f"{request.tag_ref}: already pushed by this run as {digest}; reusing it (retry)")
         else:
             log(f"building {kind} ({request.target}) for {v.name} → {request.tag_ref}")
-            digest = build_and_push(request, env, log)
+            digest = build_and_push(request, env, log, retrying)
             log(f"pushed {request.tag_ref} as {digest}")
         if kind == "base":
             base_digest = digest

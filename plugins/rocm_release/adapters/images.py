@@ -3,19 +3,25 @@
 Within one registry a tag is a manifest PUT (no layer bytes move); across
 registries only the blobs the target lacks move, and the manifest goes last
 (``adapters.registry.image_copy.copy_image``).
+
+Each tag and each copy is one idempotent operation, retried through registry outages as the
+``retrying`` policy says (``core.retrying``): a copy cut short by an outage resumes with the blobs
+still missing, and its manifest is only PUT once every blob is there.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
-from rocm_release.adapters.registry.image_copy import BlobRegistry, copy_image
+from rocm_release.adapters.registry.image_copy import BlobRegistry, CopyResult, copy_image
 from rocm_release.core.frozen import Frozen
 from rocm_release.core.names import DIGEST_RE
 from rocm_release.core.plan import LABEL_COMMIT, ReleasePlan, VariantPlan
 from rocm_release.core.promotion import AliasMoved
-from rocm_release.core.registry import ImageRegistry
+from rocm_release.core.registry import FatalRegistryError, ImageRegistry
+from rocm_release.core.retrying import ONCE, Retrying
 
 Log = Callable[[str], None]
 KINDS = ("base", "base_wheels", "wheels", "release")
@@ -60,35 +66,48 @@ def push_images(
     cache_blobs: BlobRegistry,
     public: BlobRegistry,
     log: Log,
+    retrying: Retrying = ONCE,
 ) -> PushedImages:
     """Give the digests their cache tags, then copy the release and base images to the public registry
-    under their per-commit public tags. Idempotent: a second run writes nothing and moves no bytes."""
+    under their per-commit public tags. Idempotent: a second run writes nothing and moves no bytes.
+    Each tag and each copy is retried through outages as ``retrying`` says."""
     missing = [k for k in KINDS if k not in refs]
     if missing:
         raise ValueError(f"{v.name}: no digest for {missing}; nothing is pushed")
     digests = {k: digest_of(refs[k]) for k in KINDS}
     tags = v.cache_tags.model_dump()
     for kind in KINDS:
-        ensure_tag(cache, plan.cache_repository, tags[kind], digests[kind], log)
+        retrying(f"tag {cache.name}/{plan.cache_repository}:{tags[kind]}",
+                 partial(ensure_tag, cache, plan.cache_repository, tags[kind], digests[kind], log))
     copied = skipped = nbytes = 0
     public_refs = {}
     for kind, tag in (("release", v.public_tags.nightly_commit), ("base", v.public_tags.base_nightly_commit)):
         public_refs[kind] = plan.public_ref(tag)
-        there = public.lookup(plan.public_repository, tag)
-        if there.present and there.digest == digests[kind]:
-            # A re-run (or a no-op night) only asks: no manifest PUT, the tag's update time stays.
-            log(f"{plan.public_ref(tag)} already points to {digests[kind]}")
-            continue
-        result = copy_image(cache_blobs, plan.cache_repository, digests[kind], public, plan.public_repository, [tag])
-        if result.digest != digests[kind]:
-            raise ValueError(f"copy of {kind} gave {result.digest}, expected {digests[kind]}")
-        copied += result.blobs_copied
-        skipped += result.blobs_skipped
-        nbytes += result.bytes_copied
-        log(f"{plan.public_ref(tag)} = {digests[kind]} ({result.blobs_copied} blobs, "
-            f"{result.bytes_copied} bytes copied; {result.blobs_skipped} already there)")
+        result = retrying(f"copy of {kind} {digests[kind]} to {plan.public_ref(tag)}",
+                          partial(_copy_to_public, plan, cache_blobs, public, tag, digests[kind], log))
+        if result is not None:
+            copied += result.blobs_copied
+            skipped += result.blobs_skipped
+            nbytes += result.bytes_copied
     return PushedImages(digests=digests, public=public_refs, bytes_copied=nbytes, blobs_copied=copied,
-                       blobs_skipped=skipped)
+                        blobs_skipped=skipped)
+
+
+def _copy_to_public(plan: ReleasePlan, cache_blobs: BlobRegistry, public: BlobRegistry, tag: str, digest: str,
+                    log: Log) -> CopyResult | None:
+    """Copy one image to ``public:tag`` unless the tag already names it (None then); check the digest."""
+    there = public.lookup(plan.public_repository, tag)
+    if there.present and there.digest == digest:
+        # A re-run (or a no-op night) only asks: no manifest PUT, the tag's update time stays.
+        log(f"{plan.public_ref(tag)} already points to {digest}")
+        return None
+    result = copy_image(cache_blobs, plan.cache_repository, digest, public, plan.public_repository, [tag])
+    if result.digest != digest:
+        raise FatalRegistryError(public.name, plan.public_repository,
+                                 f"copy of {digest} to {tag} gave {result.digest}")
+    log(f"{plan.public_ref(tag)} = {digest} ({result.blobs_copied} blobs, "
+        f"{result.bytes_copied} bytes copied; {result.blobs_skipped} already there)")
+    return result
 
 
 @dataclass(frozen=True)

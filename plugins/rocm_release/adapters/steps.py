@@ -9,11 +9,13 @@ Credentials come from Airflow connections (``adapters.registry.clients``, ``adap
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from rocm_release.adapters.git import GitCredentials, GitMirror, SourceError
 from rocm_release.adapters.images import PushedImages, alias_state, digest_of, move_alias, push_images
 from rocm_release.adapters.registry.clients import blob_registry_for, registry_for, registry_for_reference
 from rocm_release.adapters.store import observe_published, store_root
+from rocm_release.adapters.store_write import writable, write_atomic
 from rocm_release.adapters.wheel_retag import retag_platform
 from rocm_release.adapters.wheels_alias import (
     alias_commit,
@@ -40,10 +43,12 @@ from rocm_release.core.params import ReleaseParams
 from rocm_release.core.plan import ReleasePlan, RunKind, VariantPlan, make_plan
 from rocm_release.core.promotion import Verdict, forwards, may_promote
 from rocm_release.core.report import to_json
+from rocm_release.core.retrying import Retrying
 from rocm_release.core.task_ids import Artifact
 
 Log = Callable[[str], None]
 CACHE_ENV = "ROCM_NIGHTLY_CACHE_DIR"
+_LOG = logging.getLogger(__name__)
 
 
 class ParentImageMissing(LookupError, FatalError):
@@ -79,6 +84,7 @@ def _mirror(project: Project, url: str | None = None) -> GitMirror:
 def resolve_parents(config: ReleaseConfig, variants: Iterable[Variant]) -> dict[str, str]:
     """Each configured parent reference → the same reference pinned by digest (``ref@sha256:…``)."""
     known = [config.cache_registry, config.public_registry]
+    retrying = config.retry.retrying(_LOG.warning)
     parents: dict[str, str] = {}
     for variant in variants:
         ref = variant.parent_image or config.project.parent_image
@@ -86,7 +92,7 @@ def resolve_parents(config: ReleaseConfig, variants: Iterable[Variant]) -> dict[
             continue
         registry, repo, tag, digest = registry_for_reference(ref, known)
         if digest is None:
-            found = registry.lookup(repo, tag or "latest")
+            found = retrying(f"look-up of parent image {ref}", partial(registry.lookup, repo, tag or "latest"))
             if not found.present:
                 raise ParentImageMissing(f"parent image {ref} does not exist: {found.reason}")
             digest = found.digest
@@ -172,11 +178,12 @@ def build_variant_stage(plan: ReleasePlan, v: VariantPlan, stage: Stage, *, run_
     """Export the source at the commit, build one stage, push it; kind → ``repo@sha256:…``."""
     config = plan.config
     registry = registry_for(config.cache_registry)
+    retrying = config.retry.retrying(log)
     needs_login = config.cache_registry.kind == "ecr" or config.cache_registry.connection_id is not None
-    logins = [registry.login_credentials()] if needs_login else []
+    logins = [retrying("login token of the cache registry", registry.login_credentials)] if needs_login else []
     with tempfile.TemporaryDirectory(prefix="rocm-nightly-build-") as tmp, \
             _secret_files(config.build.secrets, Path(tmp) / "secrets") as secrets, \
-            docker_session(_docker_host(config), logins) as env:
+            docker_session(_docker_host(config), logins, retrying) as env:
         source = Path(tmp) / "src"
         _mirror(config.project, plan.git_url).export(plan.commit, source)
         inputs = StageInputs(
@@ -193,32 +200,40 @@ def build_variant_stage(plan: ReleasePlan, v: VariantPlan, stage: Stage, *, run_
 def push_variant_images(plan: ReleasePlan, v: VariantPlan, refs: dict[str, str], log: Log) -> PushedImages:
     """Cache tags on the four digests, then the release and base images copied to the public registry."""
     config = plan.config
-    return push_images(
-        plan=plan, v=v, refs=refs, cache=registry_for(config.cache_registry),
-        cache_blobs=blob_registry_for(config.cache_registry), public=blob_registry_for(config.public_registry),
-        log=log,
-    )
+    retrying = config.retry.retrying(log)
+    cache_blobs = retrying("login to the cache registry", partial(blob_registry_for, config.cache_registry))
+    public = retrying("login to the public registry", partial(blob_registry_for, config.public_registry))
+    return push_images(plan=plan, v=v, refs=refs, cache=registry_for(config.cache_registry), cache_blobs=cache_blobs,
+                       public=public, log=log, retrying=retrying)
 
 
 def publish_variant_wheels(plan: ReleasePlan, v: VariantPlan, refs: Mapping[str, str],
                            log: Log) -> list[PublishedFile]:
     """/dist of the project and base wheels images → verified, platform-retagged, uploaded, index last."""
-    registry = blob_registry_for(plan.config.cache_registry)
+    retrying = plan.config.retry.retrying(log)
+    registry = retrying("login to the cache registry", partial(blob_registry_for, plan.config.cache_registry))
     with tempfile.TemporaryDirectory(prefix="rocm-nightly-wheels-") as tmp:
         raw, tagged = Path(tmp) / "raw", Path(tmp) / "tagged"
         raw.mkdir()
         tagged.mkdir()
         for kind in ("wheels", "base_wheels"):
-            files = read_dist(registry, plan.cache_repository, digest_of(refs[kind]), sink=file_sink(raw))
+            # One read of the image's /dist, retried whole: each file is rewritten from its start.
+            files = retrying(f"read of /dist of {refs[kind]}", partial(
+                read_dist, registry, plan.cache_repository, digest_of(refs[kind]), sink=file_sink(raw)))
             log(f"{v.name} {kind}: verified {', '.join(f.name for f in files)}")
         wheels = [retag_platform(p, v.variant.platform_tag, tagged) for p in sorted(raw.glob("*.whl"))]
         conn = plan.config.wheel_store.connection_id
         folder = store_root(v.wheels_url, conn)
         # The nightly index may link this folder's files: replaced bytes take it down and back up.
         aliases = [(store_root(v.nightly_wheels_url, conn), v.nightly_wheels_url)]
-        published = publish_wheels(wheels, folder, v.wheels_url, log,
-                                   before_replace=lambda: withdraw_aliases_of(v.wheels_url, aliases, log))
-        restore_aliases_of(folder, v.wheels_url, aliases, log)
+
+        def withdraw() -> None:
+            retrying(f"withdrawal of the aliases of {v.wheels_url}",
+                     partial(withdraw_aliases_of, v.wheels_url, aliases, log))
+
+        published = publish_wheels(wheels, folder, v.wheels_url, log, retrying, before_replace=withdraw)
+        retrying(f"restoring the aliases of {v.wheels_url}",
+                 partial(restore_aliases_of, folder, v.wheels_url, aliases, log))
         return published
 
 
@@ -235,9 +250,10 @@ def promote_variant(plan: ReleasePlan, v: VariantPlan, digests: Mapping[str, str
     if not allowed.move:
         log(f"{v.name}: not promoting: {allowed.why}")
         return {"promoted": False, "why": allowed.why}
+    retrying = plan.config.retry.retrying(log)
     decide = _forwards_on(mirrors[0], plan.commit)
-    images = _promote_images(plan, v, digests, decide, log)
-    wheels = _promote_wheels(plan, v, decide, log)
+    images = _promote_images(plan, v, digests, decide, retrying, log)
+    wheels = _promote_wheels(plan, v, decide, retrying, log)
     result: dict[str, Any] = {"promoted": images.move or wheels.move,
                               "why": f"images: {images.why}; wheels: {wheels.why}"}
     if images.move:
@@ -266,46 +282,59 @@ def _forwards_on(mirror: GitMirror, ours: str) -> Callable[[str | None], Verdict
 
 
 def _promote_images(plan: ReleasePlan, v: VariantPlan, digests: Mapping[str, str],
-                    decide: Callable[[str | None], Verdict], log: Log) -> Verdict:
-    public, repo = registry_for(plan.config.public_registry), plan.public_repository
-    nightly = alias_state(public, repo, v.public_tags.nightly)
-    base = alias_state(public, repo, v.public_tags.base_nightly)
-    verdict = decide(nightly.commit)
-    log(f"{v.name} images: {verdict.why}")
-    if verdict.move:
-        move_alias(public, repo, v.public_tags.nightly, expected=nightly.digest, digest=digests["release"], log=log)
-        move_alias(public, repo, v.public_tags.base_nightly, expected=base.digest, digest=digests["base"], log=log)
-    return verdict
+                    moves: Callable[[str | None], Verdict], retrying: Retrying, log: Log) -> Verdict:
+    """The public ``nightly`` and ``base-nightly`` tags, moved to this run's digests if that is forwards,
+    each only from the digest it had when the move was decided (``move_alias``)."""
+    public = registry_for(plan.config.public_registry)
+    repo, tags = plan.public_repository, v.public_tags
+    seen = {tag: retrying(f"look-up of {plan.public_ref(tag)}", partial(alias_state, public, repo, tag))
+            for tag in (tags.nightly, tags.base_nightly)}
+    images = moves(seen[tags.nightly].commit)
+    log(f"{v.name} images: {images.why}")
+    if images.move:
+        for tag, digest in ((tags.nightly, digests["release"]), (tags.base_nightly, digests["base"])):
+            retrying(f"tag {plan.public_ref(tag)}", partial(move_alias, public, repo, tag,
+                                                             expected=seen[tag].digest, digest=digest, log=log))
+    return images
 
 
-def _promote_wheels(plan: ReleasePlan, v: VariantPlan, decide: Callable[[str | None], Verdict], log: Log) -> Verdict:
+def _promote_wheels(plan: ReleasePlan, v: VariantPlan, moves: Callable[[str | None], Verdict],
+                    retrying: Retrying, log: Log) -> Verdict:
+    """The ``nightly/<variant>/`` index, pointed at this run's publication if that is forwards, only from
+    the commit it named when the move was decided (``move_nightly_index``)."""
     conn = plan.config.wheel_store.connection_id
     alias = store_root(v.nightly_wheels_url, conn)
-    current = alias_commit(alias, v.nightly_wheels_url)
-    verdict = decide(current)
-    log(f"{v.name} wheels: {verdict.why}")
-    if verdict.move:
-        move_nightly_index(store_root(v.wheels_url, conn), v.wheels_url, alias, v.nightly_wheels_url,
-                           expected_commit=current, commit=plan.commit, variant=v.name, log=log)
-    return verdict
+    current = retrying(f"read of {v.nightly_wheels_url}", partial(alias_commit, alias, v.nightly_wheels_url))
+    wheels = moves(current)
+    log(f"{v.name} wheels: {wheels.why}")
+    if wheels.move:
+        retrying(f"move of {v.nightly_wheels_url}", partial(
+            move_nightly_index, store_root(v.wheels_url, conn), v.wheels_url, alias, v.nightly_wheels_url,
+            expected_commit=current, commit=plan.commit, variant=v.name, log=log))
+    return wheels
 
 
 # --------------------------------------------------------------------------- the report
 
 
-def image_sizes(plan: ReleasePlan, digests: Mapping[str, str]) -> dict[str, int]:
+def image_sizes(plan: ReleasePlan, digests: Mapping[str, str], log: Log | None = None) -> dict[str, int]:
     """Compressed size of each image: the sum of its config and layer sizes from the manifest."""
     registry = registry_for(plan.config.cache_registry)
+    retrying = plan.config.retry.retrying(log or _LOG.warning)
     sizes = {}
     for kind, digest in digests.items():
-        doc = json.loads(registry.manifest(plan.cache_repository, digest).raw)
+        manifest = retrying(f"read of {plan.cache_ref(digest)}", partial(registry.manifest, plan.cache_repository,
+                                                                         digest))
+        doc = json.loads(manifest.raw)
         sizes[kind] = int(doc.get("config", {}).get("size", 0)) + sum(int(x.get("size", 0))
                                                                        for x in doc.get("layers", []))
     return sizes
 
 
-def store_report(plan: ReleasePlan, report: dict[str, Any], markdown: str) -> None:
-    """``<store>/<commit>/RELEASE.md`` and ``RELEASE.json``."""
-    folder = store_root(f"{plan.store_url}/{plan.commit}/", plan.config.wheel_store.connection_id)
-    (folder / "RELEASE.json").write_text(to_json(report))  # type: ignore[attr-defined]
-    (folder / "RELEASE.md").write_text(markdown)  # type: ignore[attr-defined]
+def store_report(plan: ReleasePlan, report: dict[str, Any], markdown: str, log: Log | None = None) -> None:
+    """``<store>/<commit>/RELEASE.md`` and ``RELEASE.json``, each written whole (retried through outages)."""
+    where = f"{plan.store_url}/{plan.commit}/"
+    folder = writable(store_root(where, plan.config.wheel_store.connection_id), where)
+    retrying = plan.config.retry.retrying(log or _LOG.warning)
+    for name, text in (("RELEASE.json", to_json(report)), ("RELEASE.md", markdown)):
+        retrying(f"write of {where}{name}", partial(write_atomic, folder, (name,), [text.encode("utf-8")], where))

@@ -24,17 +24,8 @@ from collections.abc import Callable, Sequence
 from packaging.utils import canonicalize_name
 
 from rocm_release.adapters.store import StorePath, read_text_or_none
-from rocm_release.adapters.wheels_publish import (
-    INDEX,
-    Publication,
-    _read_meta,
-    _slash,
-    _unlink,
-    _writable,
-    _write_atomic,
-    promote_index,
-    read_published,
-)
+from rocm_release.adapters.store_write import unlink, writable, write_atomic
+from rocm_release.adapters.wheels_publish import INDEX, Publication, _read_meta, _slash, promote_index, read_published
 from rocm_release.core.index import parse_project_list
 from rocm_release.core.promotion import AliasMoved
 
@@ -76,7 +67,7 @@ def move_nightly_index(source: StorePath, source_url: str, alias: StorePath, ali
     does not name ``commit`` right after the move."""
     alias_url = _slash(alias_url)
     now = alias_commit(alias, alias_url)
-    if now != expected_commit:
+    if now not in (expected_commit, commit):  # ours already: a retry after the move, re-asserted
         raise AliasMoved(f"{alias_url} names {now or 'nothing'} since the decision (it named "
                          f"{expected_commit or 'nothing'}); nothing changed, the retry decides again")
     moved = promote_index(source, source_url, alias, alias_url, commit=commit, variant=variant, log=log)
@@ -84,7 +75,7 @@ def move_nightly_index(source: StorePath, source_url: str, alias: StorePath, ali
     if after is None or after.commit != commit:
         raise AliasMoved(f"{alias_url} names {after.commit if after else 'nothing'} right after we pointed it "
                          f"at {commit}: another writer moved it")
-    _unlink(_writable(alias, alias_url) / MARKER, alias_url + MARKER)
+    unlink(writable(alias, alias_url) / MARKER, alias_url + MARKER)
     return moved
 
 
@@ -98,14 +89,14 @@ def withdraw_aliases_of(source_url: str, aliases: Sequence[Alias], log: Log) -> 
             continue
         meta, projects = root
         marker = {"commit": meta.get("commit", ""), "variant": meta.get("variant", ""), "source": source_url}
-        writable = _writable(alias, url)
-        _write_atomic(writable, (MARKER,), [json.dumps(marker).encode()], url)
+        folder = writable(alias, url)
+        write_atomic(folder, (MARKER,), [json.dumps(marker).encode()], url)
         # The root first (the alias reads "not published"), then every project page (pip reads those alone).
         for parts in [(INDEX,), *((project, INDEX) for project in projects)]:
-            target = writable
+            target = folder
             for part in parts:
                 target = target / part
-            _unlink(target, url + "/".join(parts))
+            unlink(target, url + "/".join(parts))
         log(f"{url}: withdrawn while files of {source_url} it links are replaced")
 
 
@@ -120,5 +111,5 @@ def restore_aliases_of(source: StorePath, source_url: str, aliases: Sequence[Ali
         if read_text_or_none(alias / INDEX, url + INDEX) is None:
             promote_index(source, source_url, alias, url, commit=marker["commit"], variant=marker["variant"],
                           log=log)
-        _unlink(_writable(alias, url) / MARKER, url + MARKER)
+        unlink(writable(alias, url) / MARKER, url + MARKER)
         log(f"{url}: restored to {source_url} (commit {marker['commit']})")

@@ -13,6 +13,10 @@ missing file, or a file whose bytes differ from the sha256 in its link.**
   moment the folder reads as "not published", never as inconsistent.
 * Pages are written only after every uploaded file has been read back and
   its sha256 checked: project pages first, the root ``index.html`` last.
+* Every read, upload (with its read-back), page write and delete is one
+  idempotent operation, retried through store outages as the ``retrying``
+  policy says (``core.retrying``); a fatal error (access denied, a file that
+  reads back with other bytes) is not.
 
 The nightly alias (``<store>/nightly/<variant>/``) holds pages only. Its links
 point at the per-commit files (relative ``../../../<commit>/<variant>/<file>``,
@@ -23,28 +27,25 @@ names the commit and variant in ``<meta name="rocm-nightly:…">`` tags, which
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import html
 import posixpath
-import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from packaging.utils import canonicalize_name
 
 from rocm_release.adapters.store import (
     FatalStoreError,
-    StoreError,
     StorePath,
-    classify,
     observe_published,
     read_text_or_none,
     sha256_or_none,
 )
+from rocm_release.adapters.store_write import WritableStorePath, chunks, unlink, writable, write_atomic
 from rocm_release.adapters.wheel_retag import wheel_metadata
 from rocm_release.core.errors import FatalError
 from rocm_release.core.frozen import Frozen
@@ -57,26 +58,12 @@ from rocm_release.core.index import (
     project_page,
     wheel_href,
 )
+from rocm_release.core.retrying import ONCE, Retrying
 
 Log = Callable[[str], None]
 
 INDEX = "index.html"
-CHUNK = 1 << 20
 META_PREFIX = "rocm-nightly:"
-LOCAL_PROTOCOLS = frozenset({"file", "local"})
-
-
-@runtime_checkable
-class WritableStorePath(StorePath, Protocol):
-    """A StorePath that can also be written: ObjectStoragePath and pathlib.Path both are."""
-
-    def __truediv__(self, other: str) -> WritableStorePath: ...
-
-    def unlink(self, missing_ok: bool = False) -> None: ...
-
-    def rename(self, target: Any) -> Any: ...
-
-    def mkdir(self, mode: int = 0o777, parents: bool = False, exist_ok: bool = False) -> None: ...
 
 
 class UploadMismatch(FatalStoreError):
@@ -122,8 +109,9 @@ class Publication(Frozen):
 # --------------------------------------------------------------------------- publishing
 
 
-def publish_wheels(wheels: Sequence[Path], folder: StorePath, where: str, log: Log, *,
-                   before_replace: Callable[[], None] = lambda: None) -> list[PublishedFile]:
+def publish_wheels(wheels: Sequence[Path], folder: StorePath, where: str, log: Log,
+                   retrying: Retrying = ONCE, *, before_replace: Callable[[], None] = lambda: None
+                   ) -> list[PublishedFile]:
     """Upload ``wheels`` to ``folder`` (skipping those already there) and write its PEP 503 index last.
 
     ``where`` names the folder in messages (its URL). Returns one PublishedFile
@@ -133,22 +121,23 @@ def publish_wheels(wheels: Sequence[Path], folder: StorePath, where: str, log: L
     interrupted call leaves the folder either as it was, or reading as not
     published; calling again completes it. Bad input (no wheels, one file name
     twice, a wheel whose metadata disagrees with its name) raises ValueError
-    before anything is written. ``before_replace`` runs before the bytes of a
-    file already there change (other pages linking it: ``wheels_alias``).
+    before anything is written. Each store call is retried as ``retrying`` says.
+    ``before_replace`` runs before the bytes of a file already there change
+    (other pages linking it: ``wheels_alias``).
     """
     where = _slash(where)
-    store = _writable(folder, where)
+    store = writable(folder, where)
     local = _wheels_to_publish(wheels, where)
-    upload, changed = _compare_with_store(store, local, where, log)
+    upload, changed = _compare_with_store(store, local, where, log, retrying)
     if changed:
         before_replace()
-        _withdraw_pages(store, where, {w.project for w in changed}, log)
-    _upload(store, upload, where, log)
+        _withdraw_pages(store, where, {w.project for w in changed}, log, retrying)
     # Every uploaded file is read back before any page links it. A skipped file was verified by the
     # very read that found it there, moments ago, so it is not downloaded a second time.
-    _verify_uploads(store, upload, where)
+    for wheel in upload:
+        retrying(f"upload of {where}{wheel.filename}", partial(_upload_verified, store, wheel, where, log))
     by_project = _index_links(local)
-    _write_pages(store, where, by_project, project_list(sorted(by_project)), log)
+    _write_pages(store, where, by_project, project_list(sorted(by_project)), log, retrying)
     uploaded = {w.filename for w in upload}
     return [PublishedFile(filename=w.filename, sha256=w.sha256, size=w.size, project=w.project, version=w.version,
                           requires_python=w.requires_python, uploaded=w.filename in uploaded) for w in local]
@@ -166,13 +155,14 @@ def _wheels_to_publish(wheels: Sequence[Path], where: str) -> list[_LocalWheel]:
     return local
 
 
-def _compare_with_store(store: WritableStorePath, local: Sequence[_LocalWheel], where: str,
-                        log: Log) -> tuple[list[_LocalWheel], list[_LocalWheel]]:
+def _compare_with_store(store: WritableStorePath, local: Sequence[_LocalWheel], where: str, log: Log,
+                        retrying: Retrying) -> tuple[list[_LocalWheel], list[_LocalWheel]]:
     """(what to upload: missing or different, in input order; the different ones). Same sha256: skipped."""
     upload: list[_LocalWheel] = []
     changed: list[_LocalWheel] = []
     for wheel in local:
-        there = sha256_or_none(store / wheel.filename, where + wheel.filename)
+        name = where + wheel.filename
+        there = retrying(f"read of {name}", partial(sha256_or_none, store / wheel.filename, name))
         if there == wheel.sha256:
             log(f"{where}{wheel.filename}: already there with sha256 {wheel.sha256}, not uploaded")
             continue
@@ -183,22 +173,17 @@ def _compare_with_store(store: WritableStorePath, local: Sequence[_LocalWheel], 
     return upload, changed
 
 
-def _upload(store: WritableStorePath, upload: Sequence[_LocalWheel], where: str, log: Log) -> None:
-    for wheel in upload:
-        with wheel.path.open("rb") as source:
-            _write_atomic(store, (wheel.filename,), _chunks(source), where)
-        log(f"{where}{wheel.filename}: uploaded ({wheel.size} bytes, sha256 {wheel.sha256})")
-
-
-def _verify_uploads(store: WritableStorePath, upload: Sequence[_LocalWheel], where: str) -> None:
-    """UploadMismatch unless every uploaded file reads back with the sha256 we sent."""
-    for wheel in upload:
-        actual = sha256_or_none(store / wheel.filename, where + wheel.filename)
-        if actual != wheel.sha256:
-            raise UploadMismatch(
-                f"{where}{wheel.filename}: reads back as {actual or 'missing'} after upload, sent {wheel.sha256}; "
-                "is another task publishing this folder?"
-            )
+def _upload_verified(store: WritableStorePath, wheel: _LocalWheel, where: str, log: Log) -> None:
+    """Upload one wheel (atomically), then read it back: UploadMismatch unless it has the sha256 we sent."""
+    with wheel.path.open("rb") as source:
+        write_atomic(store, (wheel.filename,), chunks(source), where)
+    actual = sha256_or_none(store / wheel.filename, where + wheel.filename)
+    if actual != wheel.sha256:
+        raise UploadMismatch(
+            f"{where}{wheel.filename}: reads back as {actual or 'missing'} after upload, sent {wheel.sha256}; "
+            "is another task publishing this folder?"
+        )
+    log(f"{where}{wheel.filename}: uploaded ({wheel.size} bytes, sha256 {wheel.sha256})")
 
 
 def _index_links(local: Sequence[_LocalWheel]) -> dict[str, list[IndexLink]]:
@@ -221,6 +206,7 @@ def promote_index(
     variant: str,
     log: Log,
     source_public_url: str | None = None,
+    retrying: Retrying = ONCE,
 ) -> Publication:
     """Point the alias folder (``<store>/nightly/<variant>/``) at the publication in ``source_folder``.
 
@@ -232,18 +218,20 @@ def promote_index(
     complete, verified publication (``observe_published``).
 
     Deciding *whether* to move the alias (only forwards) is the caller's job;
-    ``read_published(alias)`` tells which commit it points at now.
+    ``read_published(alias)`` tells which commit it points at now. Each store call is retried as
+    ``retrying`` says.
     """
     source_url, alias_url = _slash(source_url), _slash(alias_url)
-    alias = _writable(alias_folder, alias_url)
-    observed = observe_published(source_folder, source_url)
+    alias = writable(alias_folder, alias_url)
+    observed = retrying(f"check of {source_url}", partial(observe_published, source_folder, source_url))
     if not observed.present:
         raise NotPublished(f"refusing to point {alias_url} at {source_url}: {observed.reason}")
-    source = read_published(source_folder, source_url)
+    source = retrying(f"read of {source_url}", partial(read_published, source_folder, source_url))
     if source is None:  # published a moment ago, gone now: someone deletes it
         raise NotPublished(f"refusing to point {alias_url} at {source_url}: its index vanished")
     # Which pages to delete afterwards: the projects the current root lists (pages are not needed).
-    previous_root = read_text_or_none(alias / INDEX, alias_url + INDEX)
+    previous_root = retrying(f"read of {alias_url}{INDEX}", partial(read_text_or_none, alias / INDEX,
+                                                                      alias_url + INDEX))
     previous = {canonicalize_name(p) for p in parse_project_list(previous_root or "")}
 
     by_project: dict[str, list[IndexLink]] = {project: [] for project in source.projects}
@@ -264,13 +252,14 @@ def promote_index(
     root = _with_meta(
         project_list(sorted(by_project)), {"commit": commit, "variant": variant, "source": source_url}
     )
-    _write_pages(alias, alias_url, by_project, root, log)
+    _write_pages(alias, alias_url, by_project, root, log, retrying)
     stale = sorted(previous - set(by_project))
     for project in stale:
-        _unlink(alias / project / INDEX, f"{alias_url}{project}/{INDEX}")
-        log(f"{alias_url}{project}/{INDEX}: deleted (no longer in {source_url})")
+        page = f"{alias_url}{project}/{INDEX}"
+        retrying(f"delete of {page}", partial(unlink, alias / project / INDEX, page))
+        log(f"{page}: deleted (no longer in {source_url})")
     log(f"{alias_url} now points at {source_url} (commit {commit}, variant {variant})")
-    result = read_published(alias, alias_url)
+    result = retrying(f"read of {alias_url}", partial(read_published, alias, alias_url))
     assert result is not None  # just written
     return result
 
@@ -329,7 +318,7 @@ def _describe(path: Path) -> _LocalWheel:
     meta = wheel_metadata(path)  # also refuses a wheel whose metadata disagrees with its name
     digest, size = hashlib.sha256(), 0
     with path.open("rb") as stream:
-        for chunk in _chunks(stream):
+        for chunk in chunks(stream):
             digest.update(chunk)
             size += len(chunk)
     return _LocalWheel(
@@ -343,33 +332,17 @@ def _describe(path: Path) -> _LocalWheel:
     )
 
 
-def _writable(folder: StorePath, where: str) -> WritableStorePath:
-    if not isinstance(folder, WritableStorePath):
-        raise TypeError(f"{where}: {type(folder).__name__} cannot be written (needs unlink, rename and mkdir)")
-    return folder
-
-
 def _slash(url: str) -> str:
     return url if url.endswith("/") else url + "/"
 
 
-def _is_local(folder: WritableStorePath) -> bool:
-    # pathlib.Path has no ``protocol``; ObjectStoragePath says "file" for file:// URLs.
-    return str(getattr(folder, "protocol", "file")) in LOCAL_PROTOCOLS
-
-
-def _chunks(stream: BinaryIO) -> Iterator[bytes]:
-    while chunk := stream.read(CHUNK):
-        yield chunk
-
-
-def _write_pages(
-    store: WritableStorePath, where: str, by_project: dict[str, list[IndexLink]], root: str, log: Log
-) -> None:
+def _write_pages(store: WritableStorePath, where: str, by_project: dict[str, list[IndexLink]], root: str, log: Log,
+                 retrying: Retrying) -> None:
     """Project pages first, the root last; a page already holding the same text is not rewritten."""
-    for project in sorted(by_project):
-        _write_text_if_changed(store, (project, INDEX), project_page(project, by_project[project]), where, log)
-    _write_text_if_changed(store, (INDEX,), root, where, log)
+    pages = [((project, INDEX), project_page(project, by_project[project])) for project in sorted(by_project)]
+    for parts, text in [*pages, ((INDEX,), root)]:
+        retrying(f"write of {where}{'/'.join(parts)}",
+                 partial(_write_text_if_changed, store, parts, text, where, log))
 
 
 def _write_text_if_changed(store: WritableStorePath, parts: tuple[str, ...], text: str, where: str, log: Log) -> None:
@@ -379,82 +352,19 @@ def _write_text_if_changed(store: WritableStorePath, parts: tuple[str, ...], tex
         target = target / part
     if read_text_or_none(target, where + name) == text:
         return
-    _write_atomic(store, parts, [text.encode("utf-8")], where)
+    write_atomic(store, parts, [text.encode("utf-8")], where)
     log(f"{where}{name}: written")
 
 
-def _withdraw_pages(store: WritableStorePath, where: str, projects: set[str], log: Log) -> None:
+def _withdraw_pages(store: WritableStorePath, where: str, projects: set[str], log: Log, retrying: Retrying) -> None:
     """Delete the root page, then the pages of ``projects``, before their files' bytes change."""
     for parts in [(INDEX,), *((project, INDEX) for project in sorted(projects))]:
         target = store
         for part in parts:
             target = target / part
         name = "/".join(parts)
-        _unlink(target, where + name)
+        retrying(f"delete of {where}{name}", partial(unlink, target, where + name))
         log(f"{where}{name}: deleted before replacing changed files")
-
-
-def _unlink(path: WritableStorePath, where: str) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        return
-    except Exception as exc:  # noqa: BLE001 - classified, like every store error
-        raise classify(exc, where) from exc
-
-
-def _write_atomic(store: WritableStorePath, parts: tuple[str, ...], chunks: Iterable[bytes], where: str) -> None:
-    """Write ``store/<parts…>`` so that no reader ever sees part of it."""
-    name = "/".join(parts)
-    parent = store
-    for part in parts[:-1]:
-        parent = parent / part
-    final = parent / parts[-1]
-    try:
-        if _is_local(store):
-            # A rename within one folder replaces the old file in one step (POSIX rename).
-            parent.mkdir(parents=True, exist_ok=True)
-            temporary = parent / f".{parts[-1]}.{uuid.uuid4().hex}.part"
-            try:
-                with temporary.open("wb") as out:
-                    for chunk in chunks:
-                        out.write(chunk)
-                temporary.rename(final)
-            except BaseException:
-                temporary.unlink(missing_ok=True)
-                raise
-        else:
-            # Object stores make an object visible only when its upload completes.
-            out = final.open("wb")
-            try:
-                for chunk in chunks:
-                    out.write(chunk)
-            except BaseException:
-                _abandon(out)
-                raise
-            out.close()
-    except StoreError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - classified: an outage is transient, refused credentials fatal
-        raise classify(exc, where + name) from exc
-
-
-def _abandon(stream: Any) -> None:
-    """Drop a half-written object-store upload instead of committing it.
-
-    fsspec files commit what was buffered when closed, even on an error (``__exit__``, ``__del__``):
-    discard the upload (s3fs aborts a started multipart upload), mark the file closed: nothing is PUT.
-    """
-    discard = getattr(stream, "discard", None)
-    if not callable(discard):
-        return  # nothing to abort with; the read-back after uploading catches a partial file
-    discard()
-    inner = stream
-    # Airflow wraps fsspec files in a lineage tracker (``_obj``): the flag belongs on the file itself.
-    while "_obj" in getattr(inner, "__dict__", {}):
-        inner = inner.__dict__["_obj"]
-    with contextlib.suppress(AttributeError):
-        inner.closed = True
 
 
 def _relative_prefix(source_url: str, page_dir_url: str) -> str:

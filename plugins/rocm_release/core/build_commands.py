@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rocm_release.core.errors import FatalError, TransientError
 from rocm_release.core.names import redact
 from rocm_release.core.plan import (
     LABEL_BASE_DIGEST,
@@ -35,6 +36,33 @@ class BuildError(RuntimeError):
     """A build or push failed; the message says which command and why (never a secret)."""
 
 
+class TransientPushError(BuildError, TransientError):
+    """``docker push`` or ``docker login`` met an outage (refused connection, timeout, 429, 5xx): push again."""
+
+
+class FatalPushError(BuildError, FatalError):
+    """The registry refused the push or login (401/403), or the image to push is not there: a person must act."""
+
+
+# What docker prints (client or daemon, any version since 20.10) when the registry refuses us for good:
+# checked first, so a refusal is never retried even when the same output also shows a network error.
+FATAL_PUSH_MARKERS = (
+    "unauthorized", "denied", "authentication required", "no basic auth credentials", "forbidden",
+    "incorrect username or password", "does not exist locally", "no such image", "manifest invalid",
+    "digest invalid", "blob upload invalid", "name invalid", "tag invalid", "server gave http response to https",
+    "x509:", "certificate",
+)
+# ... and when the registry (or the way to it) is down, slow or overloaded.
+TRANSIENT_PUSH_RE = re.compile(
+    r"connection refused|connection reset|broken pipe|\bEOF\b|i/o timeout|timeout exceeded|handshake timeout"
+    r"|context deadline exceeded|request canceled|no route to host|network is unreachable|no such host"
+    r"|temporary failure in name resolution|toomanyrequests|too many requests|\b429\b"
+    r"|status: 5[0-9][0-9]|HTTP 5[0-9][0-9]"
+    r"|service unavailable|bad gateway|gateway timeout|internal server error|blob upload unknown",
+    re.IGNORECASE,
+)
+
+
 @dataclass(frozen=True)
 class BuildRequest:
     """One Dockerfile target to build and push."""
@@ -51,8 +79,12 @@ class BuildRequest:
     no_cache: bool = False
 
 
-def build_command(cli: str, request: BuildRequest, *, buildx: bool, metadata_file: Path | None = None) -> list[str]:
-    """The build command line for one request (``docker build`` with BuildKit, or ``buildx build --push``)."""
+def build_command(cli: str, request: BuildRequest, *, buildx: bool) -> list[str]:
+    """The build command line for one request: ``docker build`` with BuildKit, or ``buildx build --load``.
+
+    Never ``--push``: the build ends in the local daemon and ``docker push`` runs next, on its own,
+    so a registry outage during the push is retried without building again.
+    """
     args = [cli, "buildx", "build"] if buildx else [cli, "build"]
     args += ["--progress=plain", "--file", str(request.context / request.dockerfile), "--target", request.target]
     if request.network != "default":
@@ -71,9 +103,7 @@ def build_command(cli: str, request: BuildRequest, *, buildx: bool, metadata_fil
         args += ["--secret", f"id={secret_id},src={path}"]
     args += ["--tag", request.tag_ref]
     if buildx:
-        args += ["--push"]
-        if metadata_file is not None:
-            args += ["--metadata-file", str(metadata_file)]
+        args += ["--load"]  # into the daemon's image store, as ``docker build`` does, for ``docker push``
     args.append(str(request.context))
     return args
 
@@ -81,6 +111,23 @@ def build_command(cli: str, request: BuildRequest, *, buildx: bool, metadata_fil
 def push_command(cli: str, tag_ref: str) -> list[str]:
     """``docker push`` of one tag."""
     return [cli, "push", tag_ref]
+
+
+def push_failure(what: str, code: int, output: str) -> BuildError:
+    """The error of a failed ``docker push``/``docker login``, classified from what docker printed.
+
+    Refused credentials and bad input → FatalPushError (no retry); an outage → TransientPushError
+    (retried); anything else stays a plain BuildError (not retried: we do not know that it helps).
+    The message quotes the last lines of the output (docker prints no secret there).
+    """
+    tail = "\n".join(output.splitlines()[-15:])
+    message = f"{what} failed with exit code {code}:\n{tail}"
+    lowered = output.lower()
+    if any(marker in lowered for marker in FATAL_PUSH_MARKERS):
+        return FatalPushError(message)
+    if TRANSIENT_PUSH_RE.search(output):
+        return TransientPushError(message)
+    return BuildError(message)
 
 
 def parse_push_digest(output: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import string
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -18,6 +19,12 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator, model_
 from rocm_release.core.errors import FatalError, shown
 from rocm_release.core.frozen import Frozen
 from rocm_release.core.names import REPOSITORY_MAX, REPOSITORY_RE, TAG_RE, redact
+from rocm_release.core.retrying import (
+    DEFAULT_FIRST_DELAY_SECONDS,
+    DEFAULT_MAX_DELAY_SECONDS,
+    DEFAULT_WINDOW_SECONDS,
+    Retrying,
+)
 
 NAME_RE = r"^[a-z][a-z0-9]{1,31}$"
 # Placeholders a public tag pattern may use, with the longest value each can take.
@@ -231,6 +238,30 @@ class Sensors(_Strict):
     timeout: Annotated[int, Field(ge=1, le=7 * DAY)] = 3600
 
 
+class Retry(_Strict):
+    """How long each push, copy and upload is retried inside its task through transient errors (seconds).
+
+    ``window_seconds`` is per operation (one ``docker push``, one image copy or tag, one wheel upload):
+    a registry or store outage shorter than it costs a wait, not the build. 0 turns retrying off.
+    """
+
+    window_seconds: Annotated[int, Field(ge=0, le=6 * 60 * 60)] = DEFAULT_WINDOW_SECONDS
+    first_delay_seconds: Annotated[int, Field(ge=1, le=600)] = DEFAULT_FIRST_DELAY_SECONDS
+    max_delay_seconds: Annotated[int, Field(ge=1, le=3600)] = DEFAULT_MAX_DELAY_SECONDS
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Retry:
+        if self.first_delay_seconds > self.max_delay_seconds:
+            raise ValueError(f"first_delay_seconds ({self.first_delay_seconds}) must not exceed "
+                             f"max_delay_seconds ({self.max_delay_seconds})")
+        return self
+
+    def retrying(self, log: Callable[[str], None]) -> Retrying:
+        """The policy, logging each failed attempt to ``log``."""
+        return Retrying(window_seconds=self.window_seconds, first_delay_seconds=self.first_delay_seconds,
+                        max_delay_seconds=self.max_delay_seconds, log=log)
+
+
 class ReleaseConfig(_Strict):
     """The whole release configuration."""
 
@@ -246,6 +277,7 @@ class ReleaseConfig(_Strict):
     public_tags: PublicTagPatterns = PublicTagPatterns()
     retention: Retention = Retention()
     sensors: Sensors = Sensors()
+    retry: Retry = Retry()
 
     @field_validator("variants")
     @classmethod

@@ -13,14 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from rocm_release.core.errors import TransientError
 from rocm_release.core.plan import ReleasePlan
 
 
-class AliasMoved(RuntimeError, TransientError):
+class AliasMoved(RuntimeError):
     """An alias changed between deciding to move it and moving it: another run is promoting.
 
-    Transient: the task's retry decides again from what the alias holds then."""
+    Neither fatal nor transient: retrying the same move inside the task cannot help (its decision is
+    stale), so the in-task retry (``core.retrying``) raises it at once, and the task's own Airflow
+    retry decides again from what the alias holds then."""
 
 
 @dataclass(frozen=True)

@@ -241,7 +241,7 @@ class ReleaseSummaryOperator(BaseOperator):
 
         plan = plan_from_xcom(context)
         results = {v.name: variant_results(context, v.name) for v in plan.variants}
-        sizes = {name: image_sizes(plan, r.digests()) for name, r in results.items() if r.digests()}
+        sizes = {name: image_sizes(plan, r.digests(), self.log.info) for name, r in results.items() if r.digests()}
         report = build_report(plan, results, sizes, run_id=str(context["run_id"]),
                               generated=datetime.now(UTC).isoformat())
         markdown = render_markdown(report)
@@ -249,7 +249,7 @@ class ReleaseSummaryOperator(BaseOperator):
         if report["outcome"] == OUTCOME_FAILED:
             raise AirflowFailException("the release is incomplete: see the variants without digests or wheels above")
         if not plan.dry_run:
-            store_report(plan, report, markdown)
+            store_report(plan, report, markdown, self.log.info)
             self.log.info("Stored %s and RELEASE.json", plan.summary_url)
         return report
 
