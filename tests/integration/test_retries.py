@@ -52,8 +52,8 @@ from rocm_release.core.params import ReleaseParams
 from rocm_release.core.plan import LABEL_KIND, ReleasePlan, make_plan
 from tests.support.demo import demo_config, local_path, make_history
 from tests.support.dockerd import PrivateDockerd, private_dockerd
+from tests.support.gates import TcpGate
 from tests.support.moto import admin_client, set_connection
-from tests.support.net import TcpGate
 from tests.support.outages import Outage
 from tests.support.registries import LocalRegistry, make_image, token_registry
 from tests.support.wheels import make_wheel
@@ -290,8 +290,7 @@ def test_a_refused_push_fails_at_once_without_retrying(world: World, builder: Pr
 def test_a_wheel_upload_to_s3_waits_out_an_outage(world: World, moto_url: str, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """The S3 endpoint (moto behind a TCP gate, so no state is lost) goes away after the first upload."""
-    gate = TcpGate(int(moto_url.rsplit(":", 1)[1]))
-    gate.start()
+    gate = TcpGate(int(moto_url.rsplit(":", 1)[1]))  # listening from here
     set_connection(monkeypatch.setenv, "retries_s3", gate.url)
     bucket = f"wheels-{uuid.uuid4().hex[:12]}"
     admin_client("s3", moto_url).create_bucket(Bucket=bucket)

@@ -93,6 +93,13 @@ class TcpGate:
             self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
 
+    # A service that stops and starts (tests/support/outages.py's ``Service``): the same as close/open.
+    def start(self) -> None:
+        self.open()
+
+    def stop(self) -> None:
+        self.close()
+
     def close(self) -> None:
         """Stop listening and reset every live connection: connecting is refused from now on."""
         with self._lock:
