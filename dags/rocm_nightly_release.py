@@ -28,11 +28,19 @@ parent image, args): look at `choose_path`'s log, which says why.
 - A build failed: nothing after it publishes. Clear the build task: builds are
   idempotent and reuse what was pushed.
 - `publish_wheels` failed: clear it; it converges (skips files already there,
-  writes the index last).
+  writes the index last). If it replaced rebuilt bytes of the commit `nightly`
+  points at, `nightly/<variant>/` reads "not published" until the retry
+  restores it (a `.withdrawn.json` marker remembers the commit).
+- `promote_nightly` failed with "moved … since the decision": another run moved
+  the alias between this run's decision and its write; nothing was half-moved,
+  and the task's retry decides again. Publishing tasks share the one-slot pool
+  `rocm_publishing`, so this needs a resized pool or a task cleared by hand.
 
 **Re-running safely.** Clearing any task is safe. A manual run of an older
 commit publishes its per-commit artifacts and never moves `nightly`
-backwards; `dry_run` observes and plans only. Backfills never promote.
+backwards; a commit not on the release branch is published per commit and
+never promoted ("not on the release branch"); `dry_run` observes and plans
+only. Backfills never promote.
 """
 
 from __future__ import annotations
