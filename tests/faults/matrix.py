@@ -58,7 +58,7 @@ from rocm_release.core.plan import (
     VariantPlan,
     make_plan,
 )
-from tests.support.registries import LocalRegistry, TestImage, TokenServer, make_image, running_registry
+from tests.support.registries import TestImage, TokenServer, make_image
 from tests.support.services import STATE
 from tests.support.wheels import make_wheel
 
@@ -409,19 +409,6 @@ class ExpiringTokens(TokenServer):
         now = int(time.time())
         claims.update(exp=now - 60, nbf=now - 120, iat=now - 120)
         return jwt.encode(claims, self.key, algorithm="RS256", headers={"x5c": [self.x5c]})
-
-
-@contextlib.contextmanager
-def expiring_token_registry(root: Path, users: dict[str, str]) -> Iterator[tuple[LocalRegistry, ExpiringTokens]]:
-    """``tests.support.registries.token_registry`` with an ``ExpiringTokens`` issuer."""
-    tokens = ExpiringTokens(root, users)
-    auth: dict[str, object] = {"token": {"realm": tokens.realm, "service": "rocm-test-registry",
-                                         "issuer": "rocm-test-issuer", "rootcertbundle": str(tokens.bundle)}}
-    try:
-        with running_registry(root, auth) as registry:
-            yield registry, tokens
-    finally:
-        tokens.stop()
 
 
 def set_registry_connection(setenv: Callable[[str, str], object], conn_id: str, login: str, password: str) -> None:

@@ -29,11 +29,11 @@ from rocm_release.core.registry import FatalRegistryError, TransientRegistryErro
 from tests.faults.conftest import Repo
 from tests.faults.matrix import (
     VARIANT,
+    ExpiringTokens,
     Night,
     assert_converged,
     assert_truthful,
     blob_file,
-    expiring_token_registry,
     plan_for,
     publish_night,
     push_night,
@@ -294,7 +294,7 @@ def test_expired_registry_tokens_fail_promote_at_once_and_the_next_run_converges
 ) -> None:
     login = ("alice", "s3cret")
     (tmp_path / "public-token").mkdir()
-    with expiring_token_registry(tmp_path / "public-token", dict([login])) as (public, tokens):
+    with token_registry(tmp_path / "public-token", dict([login]), ExpiringTokens) as (public, tokens):
         set_registry_connection(monkeypatch.setenv, "public_oci", *login)
         config = world_config(cache=cache.host, public=public.host, public_conn="public_oci",
                               store_url=file_store(tmp_path), git_url=repo.url)

@@ -403,9 +403,11 @@ class TokenServer:
 
 
 @contextlib.contextmanager
-def token_registry(root: Path, users: dict[str, str]) -> Iterator[tuple[LocalRegistry, TokenServer]]:
-    """A registry with ``auth: token`` and its token issuer (``users``: name → password)."""
-    tokens = TokenServer(root, users)
+def token_registry(root: Path, users: dict[str, str],
+                   issuer: type[TokenServer] = TokenServer) -> Iterator[tuple[LocalRegistry, TokenServer]]:
+    """A registry with ``auth: token`` and its token issuer (``users``: name → password; ``issuer``: the
+    TokenServer class, e.g. one that misbehaves)."""
+    tokens = issuer(root, users)
     auth: dict[str, object] = {"token": {"realm": tokens.realm, "service": "rocm-test-registry",
                                          "issuer": "rocm-test-issuer", "rootcertbundle": str(tokens.bundle)}}
     try:
