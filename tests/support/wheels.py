@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import calendar
 import os
+import platform
 import zipfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
+ARCH = platform.machine()  # the pip checks install the binary wheel on this machine
+PLATFORM_TAG = f"manylinux_2_28_{ARCH}"
 # Every entry gets this zip timestamp, so a wheel made twice from the same arguments is the same bytes.
 FIXED_TIME = (2026, 11, 1, 12, 0, 0)
 
@@ -74,3 +78,34 @@ def make_wheel(
         else:
             os.environ["SOURCE_DATE_EPOCH"] = saved
     return path
+
+
+@dataclass(frozen=True)
+class Wheels:
+    dep: Path  # tinydep, pure Python
+    thing: Path  # tinything, binary (a fake .so), re-tagged linux → manylinux, depends on tinydep
+
+    @property
+    def both(self) -> list[Path]:
+        return [self.dep, self.thing]
+
+
+def build_wheels(folder: Path, *, thing_version: str = "0.1.0.dev3+rocm710", marker: str = "") -> Wheels:
+    """The two wheels of a release, retagged as publishing does; ``marker`` changes tinything's bytes."""
+    raw = folder / "raw"
+    dep = make_wheel(raw, "tinydep", "1.0", requires_python=">=3.9")
+    module = {
+        "tinything/__init__.py": f"import tinydep\nVERSION = {thing_version!r}\nMARK = {marker!r}\n".encode(),
+        "tinything/_native.so": b"\x7fELF" + marker.encode() + bytes(range(256)) * 16,
+    }
+    thing = make_wheel(
+        raw, "tinything", thing_version, tag=f"py3-none-linux_{ARCH}", requires=["tinydep>=1.0"], modules=module
+    )
+    out = folder / "dist"
+    return Wheels(dep=_retag(dep, PLATFORM_TAG, out), thing=_retag(thing, PLATFORM_TAG, out))
+
+
+def _retag(path: Path, platform_tag: str, out: Path) -> Path:
+    from rocm_release.adapters.wheel_retag import retag_platform
+
+    return retag_platform(path, platform_tag, out)

@@ -33,14 +33,22 @@ from rocm_release.adapters.wheels_alias import (
     restore_aliases_of,
     withdraw_aliases_of,
 )
-from rocm_release.adapters.wheels_image import file_sink, read_dist
-from rocm_release.adapters.wheels_publish import PublishedFile, publish_wheels
+from rocm_release.adapters.wheels_image import BlobSource, file_sink, read_dist
+from rocm_release.adapters.wheels_publish import (
+    NotPublished,
+    PublishedFile,
+    PublishedLink,
+    publish_wheels,
+    read_published,
+    relative_prefix,
+)
 from rocm_release.core.build_commands import BuildError, Stage, StageInputs
 from rocm_release.core.config import Project, ReleaseConfig, Variant
 from rocm_release.core.decision import Observation
 from rocm_release.core.errors import FatalError
+from rocm_release.core.index import wheel_href
 from rocm_release.core.params import ReleaseParams
-from rocm_release.core.plan import ReleasePlan, RunKind, VariantPlan, make_plan
+from rocm_release.core.plan import ReleasePlan, RunKind, VariantPlan, base_wheels_prefix, make_plan
 from rocm_release.core.promotion import Verdict, forwards, may_promote
 from rocm_release.core.report import to_json
 from rocm_release.core.retrying import Retrying
@@ -209,20 +217,14 @@ def push_variant_images(plan: ReleasePlan, v: VariantPlan, refs: dict[str, str],
 
 def publish_variant_wheels(plan: ReleasePlan, v: VariantPlan, refs: Mapping[str, str],
                            log: Log) -> list[PublishedFile]:
-    """/dist of the project and base wheels images → verified, platform-retagged, uploaded, index last."""
+    """The base wheels into their shared folder (once per base: skipped when it is published already), then the
+    project's wheels into ``<store>/<commit>/<variant>/`` with pages linking both: verified, re-tagged, index last."""
     retrying = plan.config.retry.retrying(log)
     registry = retrying("login to the cache registry", partial(blob_registry_for, plan.config.cache_registry))
+    conn = plan.config.wheel_store.connection_id
     with tempfile.TemporaryDirectory(prefix="rocm-nightly-wheels-") as tmp:
-        raw, tagged = Path(tmp) / "raw", Path(tmp) / "tagged"
-        raw.mkdir()
-        tagged.mkdir()
-        for kind in ("wheels", "base_wheels"):
-            # One read of the image's /dist, retried whole: each file is rewritten from its start.
-            files = retrying(f"read of /dist of {refs[kind]}", partial(
-                read_dist, registry, plan.cache_repository, digest_of(refs[kind]), sink=file_sink(raw)))
-            log(f"{v.name} {kind}: verified {', '.join(f.name for f in files)}")
-        wheels = [retag_platform(p, v.variant.platform_tag, tagged) for p in sorted(raw.glob("*.whl"))]
-        conn = plan.config.wheel_store.connection_id
+        base_files, base_links = _publish_base_wheels(plan, v, refs["base_wheels"], registry, Path(tmp), log)
+        wheels = _wheels_of(plan, v, registry, refs["wheels"], Path(tmp) / "wheels", log)
         folder = store_root(v.wheels_url, conn)
         # The nightly index may link this folder's files: replaced bytes take it down and back up.
         aliases = [(store_root(v.nightly_wheels_url, conn), v.nightly_wheels_url)]
@@ -231,10 +233,47 @@ def publish_variant_wheels(plan: ReleasePlan, v: VariantPlan, refs: Mapping[str,
             retrying(f"withdrawal of the aliases of {v.wheels_url}",
                      partial(withdraw_aliases_of, v.wheels_url, aliases, log))
 
-        published = publish_wheels(wheels, folder, v.wheels_url, log, retrying, before_replace=withdraw)
+        published = publish_wheels(wheels, folder, v.wheels_url, log, retrying, before_replace=withdraw,
+                                   linked=base_links)
         retrying(f"restoring the aliases of {v.wheels_url}",
                  partial(restore_aliases_of, folder, v.wheels_url, aliases, log))
-        return published
+        return [*published, *base_files]
+
+
+def _wheels_of(plan: ReleasePlan, v: VariantPlan, registry: BlobSource, ref: str, folder: Path,
+               log: Log) -> list[Path]:
+    """/dist of a wheels image, read and verified, re-tagged for the variant's platform, in ``folder``."""
+    raw, tagged = folder / "raw", folder / "tagged"
+    raw.mkdir(parents=True)
+    tagged.mkdir()
+    retrying = plan.config.retry.retrying(log)
+    # One read of the image's /dist, retried whole: each file is rewritten from its start.
+    files = retrying(f"read of /dist of {ref}", partial(
+        read_dist, registry, plan.cache_repository, digest_of(ref), sink=file_sink(raw)))
+    log(f"{v.name} {ref}: verified {', '.join(f.name for f in files)}")
+    return [retag_platform(p, v.variant.platform_tag, tagged) for p in sorted(raw.glob("*.whl"))]
+
+
+def _publish_base_wheels(plan: ReleasePlan, v: VariantPlan, ref: str, registry: BlobSource, tmp: Path,
+                         log: Log) -> tuple[list[PublishedFile], list[PublishedLink]]:
+    """The base wheels image's wheels in ``<store>/base/<key>-<variant>-<digest>/`` (written only when that folder
+    is not a verified publication yet) → (what was published now, the links a commit's pages add for them)."""
+    retrying = plan.config.retry.retrying(log)
+    url = base_wheels_prefix(plan.store_url, v.base_key, v.name, digest_of(ref))
+    folder = store_root(url, plan.config.wheel_store.connection_id)
+    observed = retrying(f"check of {url}", partial(observe_published, folder, url))
+    published: list[PublishedFile] = []
+    if observed.present:
+        log(f"{v.name} base wheels: {url} is published already, not read or uploaded again ({observed.reason})")
+    else:
+        wheels = _wheels_of(plan, v, registry, ref, tmp / "base", log)
+        published = publish_wheels(wheels, folder, url, log, retrying)
+    base = retrying(f"read of {url}", partial(read_published, folder, url))
+    if base is None:
+        raise NotPublished(f"{url}: its index vanished right after it was checked")
+    links = [link.model_copy(update={"href": wheel_href(relative_prefix(url, v.wheels_url + link.project),
+                                                         link.filename)}) for link in base.links]
+    return published, links
 
 
 def promote_variant(plan: ReleasePlan, v: VariantPlan, digests: Mapping[str, str], log: Log) -> dict[str, Any]:

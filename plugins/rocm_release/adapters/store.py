@@ -4,18 +4,33 @@ A variant is *published* for a commit when its index page exists and every
 wheel it links to exists with the sha256 in its link. Reading errors are
 classified like registry errors: missing is "absent", an outage is transient,
 refused credentials are fatal — never "absent".
+
+Checking a file never reads its bytes (issue #13): its sha256 and upload time are recorded when it is
+written (``store_write.write_atomic``) and read back with one HEAD-class request (``stat_or_none``):
+
+* ``s3://``: user metadata of the object itself (``x-amz-meta-sha256``, ``x-amz-meta-uploaded``), written by
+  the same PUT or multipart upload as the bytes (each part checksummed by S3), so object and record
+  appear together or not at all. ``stat_or_none`` is one ``HeadObject``.
+* ``file://``: a record file beside it (``.<name>.stored.json``: sha256, size, upload time), written after
+  the file is renamed into place and removed before a file is replaced. A missing record, or one whose
+  size disagrees with the file, means "not recorded": the caller hashes the file (a store written before
+  records existed, or a write interrupted between file and record).
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Protocol
+import json
+import re
+from typing import Any, NamedTuple, Protocol
 
 from packaging.utils import canonicalize_name
 
 from rocm_release.core.decision import Observation
 from rocm_release.core.errors import FatalError, TransientError
+from rocm_release.core.index import PLAIN_FILE_NAME as PLAIN_NAME
 from rocm_release.core.index import IndexLink, IndexPageError, parse_project_list, parse_project_page
+from rocm_release.core.plan import BASE_FOLDER
 
 
 class StoreError(Exception):
@@ -94,6 +109,83 @@ def read_text_or_none(path: StorePath, where: str) -> str | None:
         raise classify(exc, where) from exc
 
 
+S3_PROTOCOLS = frozenset({"s3", "s3a"})
+RECORD_SUFFIX = ".stored.json"
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+class StoredFile(NamedTuple):
+    """A file in the store as one HEAD-class request sees it; ``sha256``/``uploaded`` as recorded at upload
+    (None: not recorded)."""
+
+    size: int
+    sha256: str | None
+    uploaded: str | None
+
+
+def record_name(filename: str) -> str:
+    """The name of a ``file://`` file's record (a dot file: no index link can name it)."""
+    return f".{filename}{RECORD_SUFFIX}"
+
+
+def is_s3(path: object) -> bool:
+    """True for an ``s3://`` ObjectStoragePath."""
+    return str(getattr(path, "protocol", "")) in S3_PROTOCOLS
+
+
+def stat_or_none(folder: StorePath, name: str, where: str) -> StoredFile | None:
+    """Size, recorded sha256 and upload time of the file ``name`` in ``folder`` without reading it; None when
+    absent. ``where``: the file's URL, for messages."""
+    target: Any = folder / name
+    try:
+        if is_s3(target):
+            bucket, key, _ = target.fs.split_path(target.path)
+            head = target.fs.call_s3("head_object", Bucket=bucket, Key=key)
+            meta = {str(k).lower(): str(v) for k, v in (head.get("Metadata") or {}).items()}
+            sha = meta.get("sha256")
+            return StoredFile(int(head["ContentLength"]), sha if sha and _HEX64.fullmatch(sha) else None,
+                              meta.get("uploaded"))
+        size = int(target.stat().st_size)
+        record_text = read_text_or_none(folder / record_name(name), where + RECORD_SUFFIX)
+    except FileNotFoundError:
+        return None
+    except StoreError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - see read_text_or_none
+        raise classify(exc, where) from exc
+    record = _record(record_text)
+    if record is None or record.size != size:
+        return StoredFile(size, None, None)
+    return record
+
+
+def _record(text: str | None) -> StoredFile | None:
+    """A ``file://`` record's content (None: missing or not one of ours)."""
+    try:
+        found = json.loads(text) if text else None
+    except ValueError:
+        return None
+    if not isinstance(found, dict) or not _HEX64.fullmatch(str(found.get("sha256"))):
+        return None
+    size = found.get("size")
+    if not isinstance(size, int) or isinstance(size, bool):
+        return None
+    uploaded = found.get("uploaded")
+    return StoredFile(size, str(found["sha256"]), uploaded if isinstance(uploaded, str) else None)
+
+
+def verified_sha256(folder: StorePath, name: str, where: str) -> tuple[StoredFile, str] | None:
+    """(what HEAD says, the sha256 of ``folder/name``): the recorded one, else — not recorded — hashed by
+    reading it. None when the file does not exist."""
+    stored = stat_or_none(folder, name, where)
+    if stored is None:
+        return None
+    if stored.sha256 is not None:
+        return stored, stored.sha256
+    actual = sha256_or_none(folder / name, where)
+    return (stored, actual) if actual is not None else None
+
+
 def sha256_or_none(path: StorePath, where: str) -> str | None:
     """The sha256 of the file at ``path``, streaming; None when it does not exist."""
     try:
@@ -111,8 +203,12 @@ def sha256_or_none(path: StorePath, where: str) -> str | None:
 def observe_published(folder: StorePath, where: str) -> Observation:
     """Is ``folder`` (``<store>/<commit>/<variant>/``) a complete, verified publication?
 
-    Only links ``../<plain file name>`` count: a page naming anything else (``..%2F..%2Fx.whl``
-    decodes to a path outside the folder) makes the folder "not published", and no file is read.
+    Only links ``../<plain file name>`` (a file of the folder) and
+    ``../../../base/<plain folder name>/<plain file name>`` (a file of a shared base-wheels folder,
+    ``core.plan.base_wheels_prefix``) count: a page naming anything else (``..%2F..%2Fx.whl`` decodes to a
+    path outside the folder) makes the folder "not published", and no file is checked. Each linked file is
+    checked with one HEAD-class request against the sha256 recorded at upload (``stat_or_none``); only a
+    file without a record is read and hashed.
     """
     root = read_text_or_none(folder / "index.html", f"{where}index.html")
     if root is None:
@@ -122,17 +218,32 @@ def observe_published(folder: StorePath, where: str) -> Observation:
         return Observation(present=False, reason=problem)
     files = []
     for name, link in links:
-        if not link.href.startswith("../") or "/" in link.href[3:]:
+        target = linked_file(folder, where, link)
+        if target is None:
             return Observation(present=False, reason=f"{where}{name}/: unexpected link {link.href!r}")
-        actual = sha256_or_none(folder / link.filename, f"{where}{link.filename}")
-        if actual is None:
-            return Observation(present=False, reason=f"{where}{link.filename} is linked but missing")
-        if actual != link.sha256:
-            return Observation(present=False, reason=f"{where}{link.filename}: sha256 {actual} != link's")
+        path, url = target
+        found = verified_sha256(path, link.filename, url)
+        if found is None:
+            return Observation(present=False, reason=f"{url} is linked but missing")
+        if found[1] != link.sha256:
+            return Observation(present=False, reason=f"{url}: sha256 {found[1]} != link's")
         files.append(link.filename)
     if not files:
         return Observation(present=False, reason=f"{where}index.html links no wheel")
     return Observation(present=True, reason=f"published and verified: {', '.join(sorted(files))}")
+
+
+def linked_file(folder: StorePath, where: str, link: IndexLink) -> tuple[StorePath, str] | None:
+    """The folder holding the file a project page's link leads to, and the file's URL; None for a link we
+    never write. A base link is resolved from ``folder`` = ``<store>/<commit>/<variant>/``."""
+    parts = link.href.split("/")
+    if len(parts) == 2 and parts[0] == "..":
+        return folder, f"{where}{link.filename}"
+    if len(parts) == 6 and parts[:4] == ["..", "..", "..", BASE_FOLDER] and PLAIN_NAME.fullmatch(parts[4]):
+        up: Any = folder
+        store_url = where.rstrip("/").rsplit("/", 2)[0]
+        return up.parent.parent / BASE_FOLDER / parts[4], f"{store_url}/{BASE_FOLDER}/{parts[4]}/{link.filename}"
+    return None
 
 
 def _project_links(folder: StorePath, root: str, where: str) -> tuple[list[tuple[str, IndexLink]], str | None]:

@@ -43,9 +43,17 @@ from rocm_release.adapters.store import (
     StorePath,
     observe_published,
     read_text_or_none,
-    sha256_or_none,
+    stat_or_none,
+    verified_sha256,
 )
-from rocm_release.adapters.store_write import WritableStorePath, chunks, unlink, writable, write_atomic
+from rocm_release.adapters.store_write import (
+    WritableStorePath,
+    chunks,
+    record_local,
+    unlink,
+    writable,
+    write_atomic,
+)
 from rocm_release.adapters.wheel_retag import wheel_metadata
 from rocm_release.core.errors import FatalError
 from rocm_release.core.frozen import Frozen
@@ -110,8 +118,8 @@ class Publication(Frozen):
 
 
 def publish_wheels(wheels: Sequence[Path], folder: StorePath, where: str, log: Log,
-                   retrying: Retrying = ONCE, *, before_replace: Callable[[], None] = lambda: None
-                   ) -> list[PublishedFile]:
+                   retrying: Retrying = ONCE, *, before_replace: Callable[[], None] = lambda: None,
+                   linked: Sequence[PublishedLink] = ()) -> list[PublishedFile]:
     """Upload ``wheels`` to ``folder`` (skipping those already there) and write its PEP 503 index last.
 
     ``where`` names the folder in messages (its URL). Returns one PublishedFile
@@ -123,7 +131,8 @@ def publish_wheels(wheels: Sequence[Path], folder: StorePath, where: str, log: L
     twice, a wheel whose metadata disagrees with its name) raises ValueError
     before anything is written. Each store call is retried as ``retrying`` says.
     ``before_replace`` runs before the bytes of a file already there change
-    (other pages linking it: ``wheels_alias``).
+    (other pages linking it: ``wheels_alias``). ``linked``: files published elsewhere that the pages
+    link too (the base wheels, ``hrefs`` relative to a project page of this folder), already verified.
     """
     where = _slash(where)
     store = writable(folder, where)
@@ -137,6 +146,9 @@ def publish_wheels(wheels: Sequence[Path], folder: StorePath, where: str, log: L
     for wheel in upload:
         retrying(f"upload of {where}{wheel.filename}", partial(_upload_verified, store, wheel, where, log))
     by_project = _index_links(local)
+    for link in linked:
+        by_project.setdefault(link.project, []).append(IndexLink(
+            href=link.href, filename=link.filename, sha256=link.sha256, requires_python=link.requires_python))
     _write_pages(store, where, by_project, project_list(sorted(by_project)), log, retrying)
     uploaded = {w.filename for w in upload}
     return [PublishedFile(filename=w.filename, sha256=w.sha256, size=w.size, project=w.project, version=w.version,
@@ -162,7 +174,10 @@ def _compare_with_store(store: WritableStorePath, local: Sequence[_LocalWheel], 
     changed: list[_LocalWheel] = []
     for wheel in local:
         name = where + wheel.filename
-        there = retrying(f"read of {name}", partial(sha256_or_none, store / wheel.filename, name))
+        found = retrying(f"check of {name}", partial(verified_sha256, store, wheel.filename, name))
+        there = found[1] if found else None
+        if found and found[0].sha256 is None and there == wheel.sha256 and found[0].size == wheel.size:
+            retrying(f"record of {name}", partial(record_local, store, wheel.filename, there, wheel.size, name))
         if there == wheel.sha256:
             log(f"{where}{wheel.filename}: already there with sha256 {wheel.sha256}, not uploaded")
             continue
@@ -174,10 +189,14 @@ def _compare_with_store(store: WritableStorePath, local: Sequence[_LocalWheel], 
 
 
 def _upload_verified(store: WritableStorePath, wheel: _LocalWheel, where: str, log: Log) -> None:
-    """Upload one wheel (atomically), then read it back: UploadMismatch unless it has the sha256 we sent."""
+    """Upload one wheel (atomically, its sha256 recorded with it), then check it with one HEAD-class request:
+    UploadMismatch unless the store holds our size and sha256 (another writer's upload records its own)."""
     with wheel.path.open("rb") as source:
-        write_atomic(store, (wheel.filename,), chunks(source), where)
-    actual = sha256_or_none(store / wheel.filename, where + wheel.filename)
+        write_atomic(store, (wheel.filename,), chunks(source), where, sha256=wheel.sha256)
+    stored = stat_or_none(store, wheel.filename, where + wheel.filename)
+    actual = stored.sha256 if stored and stored.size == wheel.size else None
+    if actual is None and stored is not None and stored.sha256 is None:  # a store that records nothing
+        actual = (verified_sha256(store, wheel.filename, where + wheel.filename) or (None, None))[1]
     if actual != wheel.sha256:
         raise UploadMismatch(
             f"{where}{wheel.filename}: reads back as {actual or 'missing'} after upload, sent {wheel.sha256}; "
@@ -236,11 +255,7 @@ def promote_index(
 
     by_project: dict[str, list[IndexLink]] = {project: [] for project in source.projects}
     for link in source.links:
-        prefix = (
-            source_public_url.rstrip("/") + "/"
-            if source_public_url
-            else _relative_prefix(source_url, posixpath.join(alias_url, link.project))
-        )
+        prefix = _prefix_from(alias_url, link, source_url, source_public_url)
         by_project.setdefault(link.project, []).append(
             IndexLink(
                 href=wheel_href(prefix, link.filename),
@@ -352,7 +367,7 @@ def _write_text_if_changed(store: WritableStorePath, parts: tuple[str, ...], tex
         target = target / part
     if read_text_or_none(target, where + name) == text:
         return
-    write_atomic(store, parts, [text.encode("utf-8")], where)
+    write_atomic(store, parts, [text.encode("utf-8")], where, page=True)
     log(f"{where}{name}: written")
 
 
@@ -367,7 +382,22 @@ def _withdraw_pages(store: WritableStorePath, where: str, projects: set[str], lo
         log(f"{where}{name}: deleted before replacing changed files")
 
 
-def _relative_prefix(source_url: str, page_dir_url: str) -> str:
+def _prefix_from(alias_url: str, link: PublishedLink, source_url: str, public_url: str | None) -> str:
+    """The href prefix from the alias page of ``link.project`` to the folder holding the file ``link`` (read from
+    a page of ``source_url``) leads to: relative in the same store, absolute under ``public_url`` when given."""
+    source = urlsplit(source_url)
+    page_dir = posixpath.join(source.path, link.project)
+    target_dir = posixpath.normpath(posixpath.join(page_dir, posixpath.dirname(link.href)))
+    if public_url:
+        public = urlsplit(public_url)
+        relative = posixpath.relpath(target_dir, source.path.rstrip("/") or "/")
+        path = posixpath.normpath(posixpath.join(public.path or "/", relative))
+        return public._replace(path=path.rstrip("/") + "/").geturl()
+    target = source._replace(path=target_dir + "/").geturl()
+    return relative_prefix(target, posixpath.join(alias_url, link.project))
+
+
+def relative_prefix(source_url: str, page_dir_url: str) -> str:
     """The relative href prefix from a page in ``page_dir_url`` to files in ``source_url``."""
     source, page = urlsplit(source_url), urlsplit(page_dir_url)
     if (source.scheme, source.netloc) != (page.scheme, page.netloc):

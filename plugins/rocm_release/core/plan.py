@@ -106,6 +106,21 @@ def wheels_prefix(store_url: str, commit: str, variant: str) -> str:
     return f"{store_url.rstrip('/')}/{commit}/{variant}/"
 
 
+BASE_FOLDER = "base"
+
+
+def base_wheels_prefix(store_url: str, base_key: str, variant: str, base_wheels_digest: str) -> str:
+    """A base's wheels, stored once and linked from every commit built on it:
+    ``<store>/base/<base key>-<variant>-<12 hex of the base wheels image digest>/``.
+
+    Keyed by base key and variant, and by the image the wheels come from: a base rebuilt on the same key
+    (``force_rebuild``) gets a folder of its own, so a published file's bytes never change under the pages
+    of earlier commits that link it.
+    """
+    hex12 = base_wheels_digest.removeprefix("sha256:")[:12]
+    return f"{store_url.rstrip('/')}/{BASE_FOLDER}/{base_key}-{variant}-{hex12}/"
+
+
 def nightly_wheels_prefix(store_url: str, variant: str) -> str:
     """The nightly alias folder: ``<store>/nightly/<variant>/``."""
     return f"{store_url.rstrip('/')}/nightly/{variant}/"
