@@ -15,7 +15,15 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from rocm_release.adapters.store import StorePath, observe_published, read_text_or_none, record_name, stat_or_none
+from rocm_release.adapters.retention import CallCount, delete_wheel_folder, read_base_folders
+from rocm_release.adapters.store import (
+    StorePath,
+    observe_published,
+    read_text_or_none,
+    record_name,
+    stat_or_none,
+    store_root,
+)
 from rocm_release.adapters.wheels_publish import PublishedLink, promote_index, publish_wheels, read_published
 from rocm_release.core.index import wheel_href
 from rocm_release.core.plan import base_wheels_prefix
@@ -204,3 +212,29 @@ def test_a_page_linking_outside_the_folder_and_the_base_folders_is_not_a_publica
     observed = observe_published(store.commit_folder(COMMIT_A), where)
 
     assert not observed.present and "unexpected link" in observed.reason
+
+
+# -- retention of base folders ------------------------------------------------------------------------
+
+
+def test_retention_reads_which_base_folders_each_commit_links_and_deletes_only_base_folders(
+    store: Store, wheels: Wheels
+) -> None:
+    base_url, _ = publish_with_base(store, wheels)
+    orphan_url = base_wheels_prefix(store.base_url, BASE_KEY, VARIANT, "sha256:" + "d" * 64)
+    publish_wheels([wheels.dep], store_folder(store, orphan_url), orphan_url, quiet)
+    root: Any = store_root(store.base_url + "/", store.conn_id)
+    linked, orphan = (u.rstrip("/").rsplit("/", 1)[-1] for u in (base_url, orphan_url))
+    calls = CallCount()
+
+    found = read_base_folders(root, store.base_url, [COMMIT_A, "base", "nightly"], calls)
+
+    assert [f.name for f in found["base_folders"]] == sorted([linked, orphan])
+    assert all(f.modified_at is not None for f in found["base_folders"])
+    assert found["base_links"] == {COMMIT_A: frozenset({linked})}
+    assert delete_wheel_folder(root, store.base_url, f"base/{orphan}")
+    assert not observe_published(store_folder(store, orphan_url), orphan_url).present
+    assert observe_published(store.commit_folder(COMMIT_A), store.commit_url(COMMIT_A)).present
+    for name in ("base", "base/..", "base/../" + COMMIT_A, "nightly", "base/x/y"):
+        with pytest.raises(ValueError, match="refusing to delete"):
+            delete_wheel_folder(root, store.base_url, name)

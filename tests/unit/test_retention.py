@@ -301,3 +301,40 @@ def test_decisions_round_trip_through_xcom_json() -> None:
     for d in plan.delete:
         assert RetentionDecision.model_validate(d.model_dump(mode="json", exclude={"reason"})) == d.model_copy(
             update={"reason": ""})
+
+
+# -- base wheels folders (<store>/base/<key>-<variant>-<digest12>/) -----------------------------------
+
+
+def test_a_base_wheels_folder_stays_while_a_kept_commit_links_it_and_goes_after() -> None:
+    linked, unlinked, shared = f"{KEY_USED}-{V1}-aaaaaaaaaaaa", f"{KEY_OLD}-{V1}-bbbbbbbbbbbb", "k-v-cccccccccccc"
+    inputs = replace(
+        make_inputs(built(sha(1), day(1)) + built(sha(2), day(2)) + base(KEY_USED, day(0)), keep=1,
+                    folders=[WheelFolder(sha(1), day(1)), WheelFolder(sha(2), day(2)), WheelFolder("base")]),
+        base_folders=(WheelFolder(linked, day(0)), WheelFolder(unlinked, day(0)), WheelFolder(shared, day(0))),
+        base_links={sha(2): frozenset({linked, shared}), sha(1): frozenset({unlinked, shared})},
+    )
+
+    plan = make_plan(inputs)
+
+    assert action(plan, sha(1), "folder") == "delete"
+    assert action(plan, f"base/{linked}", "folder") == "keep"
+    assert action(plan, f"base/{shared}", "folder") == "keep"
+    assert action(plan, f"base/{unlinked}", "folder") == "delete"  # only the deleted commit linked it
+    assert "no kept commit links it" in reason(plan, f"base/{unlinked}")
+    assert action(plan, "base", "folder") == "keep"
+    names = [d.name for d in plan.decisions if d.target == "folder"]
+    assert names.index(f"base/{unlinked}") > names.index(sha(1))  # commit folders go first
+
+
+def test_a_recent_or_undated_base_wheels_folder_is_kept_unlinked() -> None:
+    """A night writes its base folder before the commit folder that links it: recent means in use."""
+    fresh, undated = f"{KEY_NEW}-{V1}-aaaaaaaaaaaa", f"{KEY_NEW}-{V1}-bbbbbbbbbbbb"
+    inputs = replace(make_inputs(built(sha(1), day(1)), keep=1),
+                     base_folders=(WheelFolder(fresh, day(9)), WheelFolder(undated)), now=day(9),
+                     protect_recent_hours=48)
+
+    plan = make_plan(inputs)
+
+    assert action(plan, f"base/{fresh}", "folder") == "keep" and "recent" in reason(plan, f"base/{fresh}")
+    assert action(plan, f"base/{undated}", "folder") == "keep"

@@ -23,8 +23,9 @@ from rocm_release.adapters.store import classify
 from rocm_release.adapters.wheels_publish import read_published
 from rocm_release.core.config import ReleaseConfig
 from rocm_release.core.frozen import Frozen
+from rocm_release.core.index import PLAIN_FILE_NAME
 from rocm_release.core.names import INDEX_MEDIA_TYPES, SHA_RE
-from rocm_release.core.plan import LABEL_BASE_DIGEST, LABEL_BASE_KEY, public_tag
+from rocm_release.core.plan import BASE_FOLDER, LABEL_BASE_DIGEST, LABEL_BASE_KEY, public_tag
 from rocm_release.core.registry import FatalRegistryError, ImageRegistry, TagInfo, UntaggedImage
 from rocm_release.core.retention import (
     NIGHTLY_FOLDER,
@@ -225,6 +226,8 @@ def observe_retention(
         now=now,
         protect_recent_hours=config.retention.protect_recent_hours,
     )
+    if BASE_FOLDER in folders:
+        inputs = replace(inputs, **read_base_folders(store, store_url, folders, calls))
     undated = commits_without_push_time(inputs) & set(folders)
     if undated:
         log(f"{len(undated)} commit folder(s) have no tag with a push time: reading their file times")
@@ -232,6 +235,33 @@ def observe_retention(
     log(f"{store_url}/: {len(folders)} folders; nightly aliases: "
         + (", ".join(f"{k} → {v}" for k, v in sorted(nightly.items())) or "none"))
     return inputs
+
+
+def read_base_folders(store: FolderStore, store_url: str, folders: Sequence[str], calls: CallCount) -> dict[str, Any]:
+    """The base-wheels folders with their newest file time, and which of them each commit's pages link
+    (one listing per base folder and per commit folder, the root and project pages of each variant folder)."""
+    root = store.path.rstrip("/")
+    calls.add("store list")
+    names = [_basename(e) for e in _entries(store, f"{root}/{BASE_FOLDER}", f"{store_url}/{BASE_FOLDER}/")
+             if e.get("type") == "directory"]
+    base_folders = tuple(WheelFolder(name, _newest_file_time(store, f"{root}/{BASE_FOLDER}/{name}",
+                                                             f"{store_url}/{BASE_FOLDER}/{name}/"))
+                         for name in sorted(names))
+    calls.add("store list", len(names))
+    links: dict[str, frozenset[str]] = {}
+    for commit in (f for f in folders if SHA_RE.match(f)):
+        calls.add("store list")
+        variants = [_basename(e) for e in _entries(store, f"{root}/{commit}", f"{store_url}/{commit}/")
+                    if e.get("type") == "directory"]
+        linked: set[str] = set()
+        for variant in variants:
+            where = f"{store_url}/{commit}/{variant}/"
+            publication = read_published(store / commit / variant, where)
+            calls.add("store read", 1 + (len(publication.projects) if publication else 0))
+            linked |= {link.href.split("/")[4] for link in (publication.links if publication else ())
+                       if link.href.startswith(f"../../../{BASE_FOLDER}/") and link.href.count("/") == 5}
+        links[commit] = frozenset(linked)
+    return {"base_folders": base_folders, "base_links": links}
 
 
 def read_base_use(registry: ImageRegistry, images: Sequence[ImageToInspect], log: Log,
@@ -295,12 +325,14 @@ def read_guard(config: ReleaseConfig, *, public: ImageRegistry, store: FolderSto
 
 
 def delete_wheel_folder(store: FolderStore, store_url: str, name: str) -> bool:
-    """``rm -r <store>/<commit>/``: only ever a commit folder, never ``nightly/`` or the root.
+    """``rm -r <store>/<commit>/`` or ``<store>/base/<name>/``: never ``nightly/``, ``base/`` itself or the root.
 
     True when deleted, False when it was already gone.
     """
-    if not SHA_RE.match(name):
-        raise ValueError(f"refusing to delete {name!r}: only <store>/<40-hex commit>/ folders are deleted")
+    base = name.split("/", 1)[1] if name.startswith(f"{BASE_FOLDER}/") else None
+    if not (SHA_RE.match(name) or (base is not None and PLAIN_FILE_NAME.fullmatch(base))):
+        raise ValueError(f"refusing to delete {name!r}: only <store>/<40-hex commit>/ and "
+                         f"<store>/{BASE_FOLDER}/<name>/ folders are deleted")
     path = f"{store.path.rstrip('/')}/{name}"
     where = f"{store_url.rstrip('/')}/{name}/"
     try:

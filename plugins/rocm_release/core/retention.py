@@ -46,6 +46,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from rocm_release.core.names import SHA_RE
+from rocm_release.core.plan import BASE_FOLDER
 from rocm_release.core.retention_bases import BaseUnit, Verdict, base_verdicts
 from rocm_release.core.retention_model import (
     ALIAS_KINDS,
@@ -125,6 +126,9 @@ def plan_retention(inputs: RetentionInputs, base_use: Mapping[str, BaseUse | Non
     store = inputs.store_url.rstrip("/")
     decisions += [_folder_decision(folder, store, kept, ranks)
                   for folder in sorted(inputs.wheel_folders, key=lambda f: f.name)]
+    # After the commit folders: a commit's pages never link a base folder that is already gone.
+    decisions += [_base_folder_decision(folder, store, kept, inputs)
+                  for folder in sorted(inputs.base_folders, key=lambda f: f.name)]
     decisions = _keep_shared_digests(inputs, decisions) + untagged_decisions(inputs)
     commits = sorted(ranks.values(), key=lambda r: (r.rank is None, r.rank or 0, r.commit))
     return RetentionPlan(keep_commits=inputs.keep_commits, commits=tuple(commits), decisions=tuple(decisions),
@@ -181,11 +185,35 @@ def _folder_decision(folder: WheelFolder, store: str, kept: set[str],
     if folder.name == NIGHTLY_FOLDER:
         return RetentionDecision(action="keep", kind="nightly_folder",
                                  reason="the nightly alias folder: never deleted", **common)
+    if folder.name == BASE_FOLDER:
+        return RetentionDecision(action="keep", kind="unknown",
+                                 reason="the base wheels folder: each base in it is decided on its own", **common)
     if SHA_RE.match(folder.name):
         return RetentionDecision(action="keep" if folder.name in kept else "delete", kind="commit_folder",
                                  commit=folder.name, reason=_commit_reason(ranks, folder.name), **common)
     return RetentionDecision(action="keep", kind="unknown", reason="not a commit folder: unknown, never touched",
                              **common)
+
+
+def _base_folder_decision(folder: WheelFolder, store: str, kept: set[str],
+                          inputs: RetentionInputs) -> RetentionDecision:
+    """A base-wheels folder stays while a kept commit's pages link it, while it is recent, and while a nightly
+    run in progress builds on its base; otherwise nothing links it any more."""
+    common: dict[str, Any] = {"target": "folder", "location": store, "name": f"{BASE_FOLDER}/{folder.name}",
+                              "kind": "base_folder"}
+    linking = sorted(c for c, names in inputs.base_links.items() if folder.name in names and c in kept)
+    if linking:
+        return RetentionDecision(action="keep", reason=f"linked by kept commit(s) {', '.join(c[:12] for c in linking)}",
+                                 **common)
+    recent = inputs.recent
+    if folder.modified_at is None or (recent is not None and folder.modified_at >= recent.since):
+        when = folder.modified_at.isoformat() if folder.modified_at else "at an unknown time"
+        return RetentionDecision(action="keep", reason=f"written {when}: recent", **common)
+    in_use = [run.label for run in inputs.runs_in_use
+              if any(folder.name.startswith(f"{key}-{variant}-") for variant, key in run.base_keys)]
+    if in_use:
+        return RetentionDecision(action="keep", reason=f"its base is in use by {', '.join(in_use)}", **common)
+    return RetentionDecision(action="delete", reason="no kept commit links it", **common)
 
 
 def _keep_shared_digests(inputs: RetentionInputs, decisions: list[RetentionDecision]) -> list[RetentionDecision]:

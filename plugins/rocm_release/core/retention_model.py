@@ -28,7 +28,7 @@ TagKind = Literal[
 ]
 DecisionKind = Literal[
     "base", "base_wheels", "wheels", "release", "nightly", "nightly_commit", "base_nightly", "base_nightly_commit",
-    "commit_folder", "nightly_folder", "untagged", "unknown", "ambiguous",
+    "commit_folder", "nightly_folder", "base_folder", "untagged", "unknown", "ambiguous",
 ]
 
 PER_COMMIT_KINDS: frozenset[str] = frozenset({"wheels", "release", "nightly_commit", "base_nightly_commit"})
@@ -149,6 +149,8 @@ class RetentionInputs:
     runs_in_use: tuple[RunInUse, ...] = ()
     now: datetime | None = None
     protect_recent_hours: int = 0
+    base_folders: tuple[WheelFolder, ...] = ()  # under <store>/base/, with the newest file time of each
+    base_links: Mapping[str, frozenset[str]] = field(default_factory=dict)  # commit → base folders it links
 
     @property
     def recent(self) -> RecentWindow | None:
