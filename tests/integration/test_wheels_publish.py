@@ -275,7 +275,13 @@ def test_pages_are_written_after_the_wheels_and_the_root_last(store: Store, whee
     publish_wheels(wheels.both, wrapped, where, quiet)
 
     commits = [name for action, name in ops.log if action == "commit"]
-    assert commits == [wheels.dep.name, wheels.thing.name, "tinydep/index.html", "tinything/index.html", "index.html"]
+    assert commits == write_order(wheels)
+
+
+def write_order(wheels: Wheels) -> list[str]:
+    """What a first publication writes, in order: wheels, their PEP 658 metadata files, pages, the root."""
+    return [wheels.dep.name, wheels.thing.name, f"{wheels.dep.name}.metadata", f"{wheels.thing.name}.metadata",
+            "tinydep/index.html", "tinything/index.html", "index.html"]
 
 
 def test_rerun_uploads_nothing_and_writes_nothing(store: Store, wheels: Wheels) -> None:
@@ -302,12 +308,12 @@ def test_rerun_with_freshly_retagged_wheels_uploads_nothing(store: Store, tmp_pa
     assert not any(f.uploaded for f in files)
 
 
-@pytest.mark.parametrize("fail_at_write", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("fail_at_write", [1, 2, 3, 4, 5, 6, 7])
 @pytest.mark.parametrize("mid_stream", [False, True], ids=["at-open", "mid-stream"])
 def test_interrupted_publish_is_never_inconsistent_and_a_rerun_completes_it(
     store: Store, wheels: Wheels, fail_at_write: int, mid_stream: bool
 ) -> None:
-    """Writes are: the two wheels, the two project pages, the root. Fail each in turn."""
+    """Writes are: the two wheels, their two metadata files, the two project pages, the root. Fail each in turn."""
     where = store.commit_url(COMMIT_A)
     wrapped, ops = wrap(store.commit_folder(COMMIT_A), where, fail_at_write=fail_at_write, fail_mid_stream=mid_stream)
 
@@ -320,9 +326,7 @@ def test_interrupted_publish_is_never_inconsistent_and_a_rerun_completes_it(
     assert_reader_never_misled(folder, where, ops.projects)
     assert ops.uploads == [wheels.dep.name, wheels.thing.name][: min(fail_at_write - 1, 2)]
     # The half-written file never appears under its name, nor as a leftover temporary file.
-    failed_name = [wheels.dep.name, wheels.thing.name, "tinydep/index.html", "tinything/index.html", "index.html"][
-        fail_at_write - 1
-    ]
+    failed_name = write_order(wheels)[fail_at_write - 1]
     assert not (folder / failed_name).exists()
     if store.kind == "file":
         leftovers = [p.name for p in Path(urlsplit(where).path).rglob(".*.part")]
@@ -558,7 +562,7 @@ def test_interrupted_promotion_leaves_nightly_on_the_old_commit_and_never_dangli
 
 def test_promote_refuses_a_source_that_is_not_published(store: Store, wheels: Wheels) -> None:
     where = store.commit_url(COMMIT_A)
-    wrapped, _ = wrap(store.commit_folder(COMMIT_A), where, fail_at_write=5)  # everything but the root
+    wrapped, _ = wrap(store.commit_folder(COMMIT_A), where, fail_at_write=7)  # everything but the root
     with pytest.raises(TransientStoreError):
         publish_wheels(wheels.both, wrapped, where, quiet)
 

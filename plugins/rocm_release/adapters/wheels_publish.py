@@ -11,6 +11,9 @@ missing file, or a file whose bytes differ from the sha256 in its link.**
 * A wheel there with *different* bytes is only overwritten after the pages
   that could link it are deleted (the root ``index.html`` first): for a
   moment the folder reads as "not published", never as inconsistent.
+* Each wheel's METADATA goes up next to it as ``<wheel>.metadata`` (PEP 658),
+  written and read back the same way, and its link carries
+  ``data-core-metadata="sha256=…"``: pip and uv resolve from those kilobytes.
 * Pages are written only after every uploaded file has been read back and
   its sha256 checked: project pages first, the root ``index.html`` last.
 * Every read, upload (with its read-back), page write and delete is one
@@ -20,7 +23,8 @@ missing file, or a file whose bytes differ from the sha256 in its link.**
 
 The nightly alias (``<store>/nightly/<variant>/``) holds pages only. Its links
 point at the per-commit files (relative ``../../../<commit>/<variant>/<file>``,
-or absolute under a public URL); no wheel bytes are copied. Its root page
+or absolute under a public URL); no wheel bytes are copied, and the link's
+href + ``.metadata`` is the per-commit metadata file. Its root page
 names the commit and variant in ``<meta name="rocm-nightly:…">`` tags, which
 ``read_published`` parses back (promotion only moves forwards).
 """
@@ -46,7 +50,7 @@ from rocm_release.adapters.store import (
     sha256_or_none,
 )
 from rocm_release.adapters.store_write import WritableStorePath, chunks, unlink, writable, write_atomic
-from rocm_release.adapters.wheel_retag import wheel_metadata
+from rocm_release.adapters.wheel_retag import core_metadata, wheel_metadata
 from rocm_release.core.errors import FatalError
 from rocm_release.core.frozen import Frozen
 from rocm_release.core.index import (
@@ -64,6 +68,7 @@ Log = Callable[[str], None]
 
 INDEX = "index.html"
 META_PREFIX = "rocm-nightly:"
+METADATA_SUFFIX = ".metadata"  # PEP 658: <wheel file>.metadata next to the wheel
 
 
 class UploadMismatch(FatalStoreError):
@@ -94,6 +99,8 @@ class PublishedLink(Frozen):
     sha256: str
     href: str
     requires_python: str | None = None
+    metadata_sha256: str | None = None  # of ``<href>.metadata`` (PEP 658)
+    upload_time: str | None = None
 
 
 class Publication(Frozen):
@@ -136,6 +143,9 @@ def publish_wheels(wheels: Sequence[Path], folder: StorePath, where: str, log: L
     # very read that found it there, moments ago, so it is not downloaded a second time.
     for wheel in upload:
         retrying(f"upload of {where}{wheel.filename}", partial(_upload_verified, store, wheel, where, log))
+    for wheel in local:  # kilobytes each: checked and written for every wheel, also one already there
+        name = wheel.filename + METADATA_SUFFIX
+        retrying(f"upload of {where}{name}", partial(_put_small_verified, store, name, wheel.metadata, where, log))
     by_project = _index_links(local)
     _write_pages(store, where, by_project, project_list(sorted(by_project)), log, retrying)
     uploaded = {w.filename for w in upload}
@@ -186,13 +196,26 @@ def _upload_verified(store: WritableStorePath, wheel: _LocalWheel, where: str, l
     log(f"{where}{wheel.filename}: uploaded ({wheel.size} bytes, sha256 {wheel.sha256})")
 
 
+def _put_small_verified(store: WritableStorePath, name: str, data: bytes, where: str, log: Log) -> None:
+    """Make ``name`` hold ``data`` (a small file): kept when already so, else written atomically and read back."""
+    expected = hashlib.sha256(data).hexdigest()
+    if sha256_or_none(store / name, where + name) == expected:
+        return
+    write_atomic(store, (name,), [data], where)
+    actual = sha256_or_none(store / name, where + name)
+    if actual != expected:
+        raise UploadMismatch(f"{where}{name}: reads back as {actual or 'missing'} after upload, sent {expected}; "
+                             "is another task publishing this folder?")
+    log(f"{where}{name}: uploaded ({len(data)} bytes, sha256 {expected})")
+
+
 def _index_links(local: Sequence[_LocalWheel]) -> dict[str, list[IndexLink]]:
     """Project → the links of its page (``../<file>``), in input order."""
     by_project: dict[str, list[IndexLink]] = {}
     for wheel in local:
         by_project.setdefault(wheel.project, []).append(IndexLink(
             href=wheel_href("../", wheel.filename), filename=wheel.filename, sha256=wheel.sha256,
-            requires_python=wheel.requires_python))
+            requires_python=wheel.requires_python, metadata_sha256=wheel.metadata_sha256))
     return by_project
 
 
@@ -247,6 +270,8 @@ def promote_index(
                 filename=link.filename,
                 sha256=link.sha256,
                 requires_python=link.requires_python,
+                metadata_sha256=link.metadata_sha256,
+                upload_time=link.upload_time,
             )
         )
     root = _with_meta(
@@ -289,6 +314,8 @@ def read_published(folder: StorePath, where: str) -> Publication | None:
                     sha256=link.sha256,
                     href=link.href,
                     requires_python=link.requires_python,
+                    metadata_sha256=link.metadata_sha256,
+                    upload_time=link.upload_time,
                 )
             )
     meta = _read_meta(root)
@@ -312,6 +339,8 @@ class _LocalWheel(Frozen):
     project: str
     version: str
     requires_python: str | None
+    metadata: bytes  # the wheel's METADATA, published as <filename>.metadata
+    metadata_sha256: str
 
 
 def _describe(path: Path) -> _LocalWheel:
@@ -321,6 +350,7 @@ def _describe(path: Path) -> _LocalWheel:
         for chunk in chunks(stream):
             digest.update(chunk)
             size += len(chunk)
+    metadata = core_metadata(path)
     return _LocalWheel(
         path=path,
         filename=path.name,
@@ -329,6 +359,8 @@ def _describe(path: Path) -> _LocalWheel:
         project=canonicalize_name(meta.name),
         version=meta.version,
         requires_python=meta.requires_python,
+        metadata=metadata,
+        metadata_sha256=hashlib.sha256(metadata).hexdigest(),
     )
 
 
