@@ -12,7 +12,7 @@ META = "b" * 64
 
 
 def link(**fields: str | None) -> IndexLink:
-    return IndexLink(href=wheel_href("../", WHEEL), filename=WHEEL, sha256=SHA, **fields)  # type: ignore[arg-type]
+    return IndexLink(href=wheel_href("../", WHEEL), filename=WHEEL, sha256=SHA, **fields)
 
 
 def test_a_link_with_every_attribute_reads_back_as_written() -> None:
