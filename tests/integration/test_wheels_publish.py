@@ -265,11 +265,15 @@ def test_pages_are_written_after_the_wheels_and_the_root_last(store: Store, whee
     publish_wheels(wheels.both, wrapped, where, quiet)
 
     commits = [name for action, name in ops.log if action == "commit"]
-    # file:// records each wheel's sha256 in a dot file right after the wheel (S3: in the object itself).
-    records = [f".{w.name}.stored.json" for w in (wheels.dep, wheels.thing)] if store.kind == "file" else []
-    assert [n for n in commits if n not in records] == [
-        wheels.dep.name, wheels.thing.name, "tinydep/index.html", "tinything/index.html", "index.html"]
-    assert all(commits.index(r) == commits.index(r[1:-len(".stored.json")]) + 1 for r in records)
+    assert commits == write_order(wheels, store.kind)
+
+
+def write_order(wheels: Wheels, kind: str) -> list[str]:
+    """What a first publication writes, in order: wheels, their PEP 658 metadata files, pages, the root;
+    on ``file://`` each wheel and metadata file is followed by its sha256 record (S3 keeps it in the object)."""
+    files = [wheels.dep.name, wheels.thing.name, f"{wheels.dep.name}.metadata", f"{wheels.thing.name}.metadata"]
+    with_records = [[name, record_name(name)] if kind == "file" else [name] for name in files]
+    return [*(w for pair in with_records for w in pair), "tinydep/index.html", "tinything/index.html", "index.html"]
 
 
 def test_rerun_uploads_nothing_and_writes_nothing(store: Store, wheels: Wheels) -> None:
@@ -296,16 +300,15 @@ def test_rerun_with_freshly_retagged_wheels_uploads_nothing(store: Store, tmp_pa
     assert not any(f.uploaded for f in files)
 
 
-@pytest.mark.parametrize("fail_at_write", [1, 2, 3, 4, 5, 6, 7])
+@pytest.mark.parametrize("fail_at_write", list(range(1, 12)))
 @pytest.mark.parametrize("mid_stream", [False, True], ids=["at-open", "mid-stream"])
 def test_interrupted_publish_is_never_inconsistent_and_a_rerun_completes_it(
     store: Store, wheels: Wheels, fail_at_write: int, mid_stream: bool
 ) -> None:
-    """Writes are: the two wheels (file://: each followed by its sha256 record), the two project pages, the root.
-    Fail each in turn."""
+    """Writes are ``write_order``: the two wheels, their two metadata files (file://: each followed by its sha256
+    record), the two project pages, the root. Fail each in turn."""
     names = [wheels.dep.name, wheels.thing.name]
-    per_wheel = [[n, record_name(n)] if store.kind == "file" else [n] for n in names]
-    writes = [*per_wheel[0], *per_wheel[1], "tinydep/index.html", "tinything/index.html", "index.html"]
+    writes = write_order(wheels, store.kind)
     if fail_at_write > len(writes):
         pytest.skip(f"{store.kind}: {len(writes)} writes")
     where = store.commit_url(COMMIT_A)
@@ -557,7 +560,7 @@ def test_interrupted_promotion_leaves_nightly_on_the_old_commit_and_never_dangli
 
 def test_promote_refuses_a_source_that_is_not_published(store: Store, wheels: Wheels) -> None:
     where = store.commit_url(COMMIT_A)
-    wrapped, _ = wrap(store.commit_folder(COMMIT_A), where, fail_at_write=5)  # everything but the root
+    wrapped, _ = wrap(store.commit_folder(COMMIT_A), where, fail_at_write=7)  # everything but the root
     with pytest.raises(TransientStoreError):
         publish_wheels(wheels.both, wrapped, where, quiet)
 

@@ -14,8 +14,15 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from wheel.wheelfile import WheelFile
 
-from rocm_release.adapters.wheel_retag import RetagError, WheelMetadataError, retag_platform, wheel_metadata
+from rocm_release.adapters.wheel_retag import (
+    RetagError,
+    WheelMetadataError,
+    core_metadata,
+    retag_platform,
+    wheel_metadata,
+)
 from tests.support.wheels import FIXED_TIME, make_wheel
 
 MANYLINUX = "manylinux_2_28_x86_64"
@@ -235,6 +242,39 @@ def test_wheel_metadata_refuses_a_file_that_is_not_a_wheel(tmp_path: Path) -> No
     bogus.write_bytes(b"not a zip")
     with pytest.raises(WheelMetadataError, match="cannot read"):
         wheel_metadata(bogus)
+
+
+# -- core_metadata (PEP 658) ------------------------------------------------------------------------
+
+
+def test_core_metadata_is_the_wheels_metadata_file_byte_for_byte(tmp_path: Path) -> None:
+    metadata = "Metadata-Version: 2.1\r\nName: tinyllm\r\nVersion: 0.1.0\r\nSummary: caf\u00e9 \u2615\r\n".encode()
+    path = make_wheel(tmp_path, "tinyllm", "0.1.0", modules={"tinyllm/__init__.py": b""})
+    rewritten = tmp_path / "out" / path.name  # the same wheel with a METADATA no parser would round-trip
+    rewritten.parent.mkdir()
+    with WheelFile(rewritten, "w") as archive:
+        for name, data in members(path).items():
+            if not name.endswith("RECORD"):
+                archive.writestr(name, metadata if name.endswith("/METADATA") else data)
+    assert core_metadata(rewritten) == metadata
+    assert members(rewritten)["tinyllm-0.1.0.dist-info/METADATA"] == metadata
+
+
+def test_core_metadata_refuses_a_metadata_file_that_disagrees_with_record(tmp_path: Path) -> None:
+    path = make_wheel(tmp_path / "in", "tinyllm", "0.1.0")
+    tampered = tmp_path / path.name
+    with zipfile.ZipFile(tampered, "w") as archive:
+        for name, data in members(path).items():
+            archive.writestr(name, data + b"Requires-Dist: evil\n" if name.endswith("/METADATA") else data)
+    with pytest.raises(WheelMetadataError, match="cannot read"):
+        core_metadata(tampered)
+
+
+def test_core_metadata_refuses_a_file_that_is_not_a_wheel(tmp_path: Path) -> None:
+    bogus = tmp_path / "tinyllm-0.1.0-py3-none-any.whl"
+    bogus.write_bytes(b"not a zip")
+    with pytest.raises(WheelMetadataError, match="cannot read"):
+        core_metadata(bogus)
 
 
 # -- any version, any interpreter tag ------------------------------------------------------------

@@ -111,6 +111,7 @@ def read_text_or_none(path: StorePath, where: str) -> str | None:
 
 S3_PROTOCOLS = frozenset({"s3", "s3a"})
 RECORD_SUFFIX = ".stored.json"
+METADATA_SUFFIX = ".metadata"  # PEP 658: the wheel's METADATA beside it
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -227,10 +228,26 @@ def observe_published(folder: StorePath, where: str) -> Observation:
             return Observation(present=False, reason=f"{url} is linked but missing")
         if found[1] != link.sha256:
             return Observation(present=False, reason=f"{url}: sha256 {found[1]} != link's")
+        problem = _metadata_problem(path, url, link)
+        if problem:
+            return Observation(present=False, reason=problem)
         files.append(link.filename)
     if not files:
         return Observation(present=False, reason=f"{where}index.html links no wheel")
     return Observation(present=True, reason=f"published and verified: {', '.join(sorted(files))}")
+
+
+def _metadata_problem(folder: StorePath, url: str, link: IndexLink) -> str | None:
+    """Why the PEP 658 metadata file a link promises (``<file>.metadata``, ``data-core-metadata``) is not there as
+    promised; None when it is, or when the link promises none."""
+    if link.metadata_sha256 is None:
+        return None
+    found = verified_sha256(folder, link.filename + METADATA_SUFFIX, url + METADATA_SUFFIX)
+    if found is None:
+        return f"{url}{METADATA_SUFFIX} is linked but missing"
+    if found[1] != link.metadata_sha256:
+        return f"{url}{METADATA_SUFFIX}: sha256 {found[1]} != link's"
+    return None
 
 
 def linked_file(folder: StorePath, where: str, link: IndexLink) -> tuple[StorePath, str] | None:

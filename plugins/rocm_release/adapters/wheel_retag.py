@@ -96,6 +96,21 @@ def wheel_metadata(path: Path) -> WheelMetadata:
     )
 
 
+def core_metadata(path: Path) -> bytes:
+    """The wheel's ``*.dist-info/METADATA``, byte for byte: what PEP 658 publishes as ``<wheel>.metadata``.
+
+    Read through ``WheelFile``, which checks the entry against its RECORD hash; WheelMetadataError
+    when the wheel cannot be read or has no METADATA.
+    """
+    from wheel.wheelfile import WheelError, WheelFile
+
+    try:
+        with WheelFile(path) as archive:
+            return bytes(archive.read(f"{archive.dist_info_path}/METADATA"))
+    except (WheelError, zipfile.BadZipFile, KeyError, OSError) as exc:
+        raise WheelMetadataError(f"{path.name}: cannot read the wheel's METADATA ({exc})") from exc
+
+
 def retag_platform(wheel_path: Path, platform_tag: str, out_dir: Path) -> Path:
     """Write ``wheel_path`` into ``out_dir`` with ``linux_<arch>`` platform tags replaced by ``platform_tag``.
 

@@ -11,6 +11,9 @@ missing file, or a file whose bytes differ from the sha256 in its link.**
 * A wheel there with *different* bytes is only overwritten after the pages
   that could link it are deleted (the root ``index.html`` first): for a
   moment the folder reads as "not published", never as inconsistent.
+* Each wheel's METADATA goes up next to it as ``<wheel>.metadata`` (PEP 658),
+  written and read back the same way, and its link carries
+  ``data-core-metadata="sha256=…"``: pip and uv resolve from those kilobytes.
 * Pages are written only after every uploaded file has been read back and
   its sha256 checked: project pages first, the root ``index.html`` last.
 * Every read, upload (with its read-back), page write and delete is one
@@ -20,7 +23,8 @@ missing file, or a file whose bytes differ from the sha256 in its link.**
 
 The nightly alias (``<store>/nightly/<variant>/``) holds pages only. Its links
 point at the per-commit files (relative ``../../../<commit>/<variant>/<file>``,
-or absolute under a public URL); no wheel bytes are copied. Its root page
+or absolute under a public URL); no wheel bytes are copied, and the link's
+href + ``.metadata`` is the per-commit metadata file. Its root page
 names the commit and variant in ``<meta name="rocm-nightly:…">`` tags, which
 ``read_published`` parses back (promotion only moves forwards).
 """
@@ -30,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import html
 import posixpath
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from html.parser import HTMLParser
 from pathlib import Path
@@ -39,7 +43,9 @@ from urllib.parse import urlsplit
 from packaging.utils import canonicalize_name
 
 from rocm_release.adapters.store import (
+    METADATA_SUFFIX,
     FatalStoreError,
+    StoredFile,
     StorePath,
     observe_published,
     read_text_or_none,
@@ -54,7 +60,7 @@ from rocm_release.adapters.store_write import (
     writable,
     write_atomic,
 )
-from rocm_release.adapters.wheel_retag import wheel_metadata
+from rocm_release.adapters.wheel_retag import core_metadata, wheel_metadata
 from rocm_release.core.errors import FatalError
 from rocm_release.core.frozen import Frozen
 from rocm_release.core.index import (
@@ -102,6 +108,8 @@ class PublishedLink(Frozen):
     sha256: str
     href: str
     requires_python: str | None = None
+    metadata_sha256: str | None = None  # of ``<href>.metadata`` (PEP 658)
+    upload_time: str | None = None
 
 
 class Publication(Frozen):
@@ -137,18 +145,23 @@ def publish_wheels(wheels: Sequence[Path], folder: StorePath, where: str, log: L
     where = _slash(where)
     store = writable(folder, where)
     local = _wheels_to_publish(wheels, where)
-    upload, changed = _compare_with_store(store, local, where, log, retrying)
+    upload, changed, times = _compare_with_store(store, local, where, log, retrying)
     if changed:
         before_replace()
         _withdraw_pages(store, where, {w.project for w in changed}, log, retrying)
-    # Every uploaded file is read back before any page links it. A skipped file was verified by the
-    # very read that found it there, moments ago, so it is not downloaded a second time.
+    # Every uploaded file is checked (HEAD: the size and sha256 the store recorded) before any page links it.
     for wheel in upload:
-        retrying(f"upload of {where}{wheel.filename}", partial(_upload_verified, store, wheel, where, log))
-    by_project = _index_links(local)
+        times[wheel.filename] = retrying(f"upload of {where}{wheel.filename}", partial(
+            _put_verified, store, wheel.filename, partial(_file_chunks, wheel.path), wheel.sha256, wheel.size,
+            where, log))
+    for wheel in local:  # kilobytes each: checked (HEAD) for every wheel, written when missing or different
+        name = wheel.filename + METADATA_SUFFIX
+        retrying(f"upload of {where}{name}", partial(_put_small, store, name, wheel.metadata, where, log))
+    by_project = _index_links(local, times)
     for link in linked:
         by_project.setdefault(link.project, []).append(IndexLink(
-            href=link.href, filename=link.filename, sha256=link.sha256, requires_python=link.requires_python))
+            href=link.href, filename=link.filename, sha256=link.sha256, requires_python=link.requires_python,
+            metadata_sha256=link.metadata_sha256, upload_time=link.upload_time))
     _write_pages(store, where, by_project, project_list(sorted(by_project)), log, retrying)
     uploaded = {w.filename for w in upload}
     return [PublishedFile(filename=w.filename, sha256=w.sha256, size=w.size, project=w.project, version=w.version,
@@ -168,50 +181,73 @@ def _wheels_to_publish(wheels: Sequence[Path], where: str) -> list[_LocalWheel]:
 
 
 def _compare_with_store(store: WritableStorePath, local: Sequence[_LocalWheel], where: str, log: Log,
-                        retrying: Retrying) -> tuple[list[_LocalWheel], list[_LocalWheel]]:
-    """(what to upload: missing or different, in input order; the different ones). Same sha256: skipped."""
+                        retrying: Retrying) -> tuple[list[_LocalWheel], list[_LocalWheel], dict[str, str | None]]:
+    """(what to upload: missing or different, in input order; the different ones; the recorded upload time of
+    each one already there). Same sha256: skipped, checked with one HEAD-class request."""
     upload: list[_LocalWheel] = []
     changed: list[_LocalWheel] = []
+    times: dict[str, str | None] = {}
     for wheel in local:
         name = where + wheel.filename
-        found = retrying(f"check of {name}", partial(verified_sha256, store, wheel.filename, name))
+        found = retrying(f"check of {name}", partial(_found, store, wheel.filename, wheel.size, name))
         there = found[1] if found else None
-        if found and found[0].sha256 is None and there == wheel.sha256 and found[0].size == wheel.size:
-            retrying(f"record of {name}", partial(record_local, store, wheel.filename, there, wheel.size, name))
         if there == wheel.sha256:
             log(f"{where}{wheel.filename}: already there with sha256 {wheel.sha256}, not uploaded")
+            times[wheel.filename] = found[0].uploaded if found else None
             continue
         if there is not None:
             log(f"{where}{wheel.filename}: there with sha256 {there}, ours is {wheel.sha256}: replacing it")
             changed.append(wheel)
         upload.append(wheel)
-    return upload, changed
+    return upload, changed, times
 
 
-def _upload_verified(store: WritableStorePath, wheel: _LocalWheel, where: str, log: Log) -> None:
-    """Upload one wheel (atomically, its sha256 recorded with it), then check it with one HEAD-class request:
-    UploadMismatch unless the store holds our size and sha256 (another writer's upload records its own)."""
-    with wheel.path.open("rb") as source:
-        write_atomic(store, (wheel.filename,), chunks(source), where, sha256=wheel.sha256)
-    stored = stat_or_none(store, wheel.filename, where + wheel.filename)
-    actual = stored.sha256 if stored and stored.size == wheel.size else None
+def _found(store: WritableStorePath, name: str, size: int, where: str) -> tuple[StoredFile, str] | None:
+    """``verified_sha256``; a file:// file found without its record (hashed instead) gets it back."""
+    found = verified_sha256(store, name, where)
+    if found and found[0].sha256 is None and found[0].size == size:
+        record_local(store, name, found[1], size, where)
+    return found
+
+
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as source:
+        yield from chunks(source)
+
+
+def _put_verified(store: WritableStorePath, name: str, pieces: Callable[[], Iterable[bytes]], sha256: str, size: int,
+                  where: str, log: Log) -> str | None:
+    """Upload one file (atomically, its sha256 recorded with it), then check it with one HEAD-class request:
+    UploadMismatch unless the store holds our size and sha256 (another writer's upload records its own).
+    Returns the recorded upload time."""
+    write_atomic(store, (name,), pieces(), where, sha256=sha256)
+    stored = stat_or_none(store, name, where + name)
+    actual = stored.sha256 if stored and stored.size == size else None
     if actual is None and stored is not None and stored.sha256 is None:  # a store that records nothing
-        actual = (verified_sha256(store, wheel.filename, where + wheel.filename) or (None, None))[1]
-    if actual != wheel.sha256:
-        raise UploadMismatch(
-            f"{where}{wheel.filename}: reads back as {actual or 'missing'} after upload, sent {wheel.sha256}; "
-            "is another task publishing this folder?"
-        )
-    log(f"{where}{wheel.filename}: uploaded ({wheel.size} bytes, sha256 {wheel.sha256})")
+        actual = (verified_sha256(store, name, where + name) or (None, None))[1]
+    if actual != sha256:
+        raise UploadMismatch(f"{where}{name}: reads back as {actual or 'missing'} after upload, sent {sha256}; "
+                             "is another task publishing this folder?")
+    log(f"{where}{name}: uploaded ({size} bytes, sha256 {sha256})")
+    return stored.uploaded if stored else None
 
 
-def _index_links(local: Sequence[_LocalWheel]) -> dict[str, list[IndexLink]]:
-    """Project → the links of its page (``../<file>``), in input order."""
+def _put_small(store: WritableStorePath, name: str, data: bytes, where: str, log: Log) -> None:
+    """Make ``name`` hold ``data`` (a small file): kept when already so (HEAD), else written and checked."""
+    expected = hashlib.sha256(data).hexdigest()
+    found = _found(store, name, len(data), where + name)
+    if found is None or found[1] != expected:
+        _put_verified(store, name, lambda: [data], expected, len(data), where, log)
+
+
+def _index_links(local: Sequence[_LocalWheel], times: Mapping[str, str | None]) -> dict[str, list[IndexLink]]:
+    """Project → the links of its page (``../<file>``), in input order, with each file's recorded upload time."""
     by_project: dict[str, list[IndexLink]] = {}
     for wheel in local:
         by_project.setdefault(wheel.project, []).append(IndexLink(
             href=wheel_href("../", wheel.filename), filename=wheel.filename, sha256=wheel.sha256,
-            requires_python=wheel.requires_python))
+            requires_python=wheel.requires_python, metadata_sha256=wheel.metadata_sha256,
+            upload_time=times.get(wheel.filename)))
     return by_project
 
 
@@ -262,6 +298,8 @@ def promote_index(
                 filename=link.filename,
                 sha256=link.sha256,
                 requires_python=link.requires_python,
+                metadata_sha256=link.metadata_sha256,
+                upload_time=link.upload_time,
             )
         )
     root = _with_meta(
@@ -304,6 +342,8 @@ def read_published(folder: StorePath, where: str) -> Publication | None:
                     sha256=link.sha256,
                     href=link.href,
                     requires_python=link.requires_python,
+                    metadata_sha256=link.metadata_sha256,
+                    upload_time=link.upload_time,
                 )
             )
     meta = _read_meta(root)
@@ -327,6 +367,8 @@ class _LocalWheel(Frozen):
     project: str
     version: str
     requires_python: str | None
+    metadata: bytes  # the wheel's METADATA, published as <filename>.metadata
+    metadata_sha256: str
 
 
 def _describe(path: Path) -> _LocalWheel:
@@ -336,6 +378,7 @@ def _describe(path: Path) -> _LocalWheel:
         for chunk in chunks(stream):
             digest.update(chunk)
             size += len(chunk)
+    metadata = core_metadata(path)
     return _LocalWheel(
         path=path,
         filename=path.name,
@@ -344,6 +387,8 @@ def _describe(path: Path) -> _LocalWheel:
         project=canonicalize_name(meta.name),
         version=meta.version,
         requires_python=meta.requires_python,
+        metadata=metadata,
+        metadata_sha256=hashlib.sha256(metadata).hexdigest(),
     )
 
 
