@@ -46,7 +46,7 @@ from rocm_release.core.index import parse_project_page
 from rocm_release.core.plan import wheels_prefix
 from tests.support.moto import admin_client
 from tests.support.stores import VARIANT, Store
-from tests.support.wheels import make_wheel
+from tests.support.wheels import fake_elf, make_wheel
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +75,7 @@ def build_wheels(folder: Path, *, thing_version: str = "0.1.0.dev3+rocm710", mar
     dep = make_wheel(raw, "tinydep", "1.0", requires_python=">=3.9")
     module = {
         "tinything/__init__.py": f"import tinydep\nVERSION = {thing_version!r}\nMARK = {marker!r}\n".encode(),
-        "tinything/_native.so": b"\x7fELF" + marker.encode() + bytes(range(256)) * 16,
+        "tinything/_native.so": fake_elf(marker.encode() + bytes(range(256)) * 16),
     }
     thing = make_wheel(
         raw, "tinything", thing_version, tag=f"py3-none-linux_{ARCH}", requires=["tinydep>=1.0"], modules=module

@@ -86,6 +86,8 @@ def test_alias_patterns_must_be_commit_free_and_distinct() -> None:
         (("variants", 0, "name"), "ROCm 7", "variants.0.name"),
         (("variants", 0, "gpu_archs"), [], "variants.0.gpu_archs"),
         (("variants", 0, "platform_tag"), "win_amd64", "variants.0.platform_tag"),
+        (("variants", 0, "platform_tag"), "linux_x86_64", "variants.0.platform_tag"),
+        (("variants", 0, "platform_tag"), "manylinux2014_x86_64", "variants.0.platform_tag"),
         (("cache_registry", "kind"), "gcr", "cache_registry.kind"),
         (("wheel_store", "url"), "http://example.invalid/x", "wheel_store.url"),
         (("project", "base_inputs"), ["../secrets"], "project.base_inputs"),

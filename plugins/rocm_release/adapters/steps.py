@@ -26,6 +26,7 @@ from rocm_release.adapters.images import PushedImages, alias_state, digest_of, m
 from rocm_release.adapters.registry.clients import blob_registry_for, registry_for, registry_for_reference
 from rocm_release.adapters.store import observe_published, store_root
 from rocm_release.adapters.store_write import writable, write_atomic
+from rocm_release.adapters.wheel_platform import check_platform_tag
 from rocm_release.adapters.wheel_retag import retag_platform
 from rocm_release.adapters.wheels_alias import (
     alias_commit,
@@ -222,6 +223,8 @@ def publish_variant_wheels(plan: ReleasePlan, v: VariantPlan, refs: Mapping[str,
                 read_dist, registry, plan.cache_repository, digest_of(refs[kind]), sink=file_sink(raw)))
             log(f"{v.name} {kind}: verified {', '.join(f.name for f in files)}")
         wheels = [retag_platform(p, v.variant.platform_tag, tagged) for p in sorted(raw.glob("*.whl"))]
+        for wheel in wheels:  # before anything is uploaded: a tag too low for the glibc needed is fatal
+            check_platform_tag(wheel, v.variant.platform_tag)
         conn = plan.config.wheel_store.connection_id
         folder = store_root(v.wheels_url, conn)
         # The nightly index may link this folder's files: replaced bytes take it down and back up.
