@@ -107,6 +107,15 @@ def test_bad_value_names_field_and_value(path: tuple, value: object, field: str)
     assert "bad.yaml" in str(err.value)
 
 
+def test_a_platform_tag_without_a_glibc_is_refused_with_what_is_allowed() -> None:
+    """linux_x86_64 is what the build writes; publishing needs the manylinux tag it re-tags to and checks."""
+    data = _demo()
+    data["variants"][0]["platform_tag"] = "linux_x86_64"
+    with pytest.raises(ConfigError, match=r"variants\.0\.platform_tag: .*'linux_x86_64' is not a manylinux tag: "
+                                          r"manylinux_<glibc major>_<minor>_<arch>"):
+        _parse(data)
+
+
 def test_duplicate_variant_names_rejected() -> None:
     data = _demo()
     data["variants"].append(dict(data["variants"][0]))

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import platform
 import struct
+import sysconfig
 import zipfile
 from pathlib import Path
 
 import pytest
 
+from rocm_release.adapters.config_file import REPO_ROOT, load_config
 from rocm_release.adapters.wheel_platform import (
     PlatformTagTooLow,
     WheelPlatformError,
@@ -123,6 +125,21 @@ def test_every_elf_file_of_the_wheel_counts_not_only_the_extension(tmp_path: Pat
 def test_legacy_manylinux2014_is_glibc_2_17(arc4random_wheel: Path) -> None:
     with pytest.raises(PlatformTagTooLow, match="GLIBC_2.36"):
         check_platform_tag(arc4random_wheel, f"manylinux2014_{ARCH}")
+
+
+@pytest.mark.parametrize("source", ["csrc/ops.c", "third_party/tinytorch/csrc/C.c"])
+def test_the_demo_s_extensions_pass_the_demo_s_tags(tmp_path: Path, source: str) -> None:
+    """The demo's two C extensions, compiled here (Debian 12, like the demo's base image), under each
+    variant's tag of include/config/demo.yaml: what `make demo` publishes must pass its own check."""
+    demo = REPO_ROOT / "include" / "demo" / "tinyllm"
+    library = compile_library(tmp_path / "build", "ext.so", (demo / source).read_text(),
+                              args=[f"-I{sysconfig.get_paths()['include']}"])
+    raw = binary_wheel(tmp_path / "raw", library)
+    tags = [v.platform_tag for v in load_config(REPO_ROOT / "include" / "config" / "demo.yaml").variants]
+
+    assert platform_needs(raw, ARCH).minimum_tag == tag("2_5")  # GLIBC_2.2.5 / 2.4 at most
+    for platform_tag in tags:
+        check_platform_tag(retagged(raw, platform_tag, tmp_path), platform_tag)
 
 
 # -- what is not the tag's business ---------------------------------------------------------------------
