@@ -60,7 +60,7 @@ from rocm_release.core.plan import (
 )
 from tests.support.registries import TestImage, TokenServer, make_image
 from tests.support.services import STATE
-from tests.support.wheels import make_wheel
+from tests.support.wheels import fake_elf, make_wheel
 
 VARIANT = "rocm710"
 PARENT = "127.0.0.1:5101/rocm-nightly/debian:bookworm"
@@ -181,7 +181,7 @@ def night_wheels(folder: Path, commit: str, payload: int = 0) -> tuple[list[Path
     ``payload`` random bytes (stored, not compressed) make the project's binary wheel that much bigger."""
     modules = None
     if payload:
-        modules = {"tinyllm/__init__.py": b"VERSION = 1\n", "tinyllm/_native.so": b"\x7fELF" + os.urandom(payload)}
+        modules = {"tinyllm/__init__.py": b"VERSION = 1\n", "tinyllm/_native.so": fake_elf(os.urandom(payload))}
     project = [make_wheel(folder / "wheels", "tinyllm", f"0.1.0+g{commit[:8]}", tag=f"py3-none-linux_{ARCH}",
                           requires=["rocmtorch>=2.9"], modules=modules, compress_type=zipfile.ZIP_STORED),
                make_wheel(folder / "wheels", "tinyllm-extras", f"0.1.0+g{commit[:8]}")]

@@ -86,6 +86,8 @@ def test_alias_patterns_must_be_commit_free_and_distinct() -> None:
         (("variants", 0, "name"), "ROCm 7", "variants.0.name"),
         (("variants", 0, "gpu_archs"), [], "variants.0.gpu_archs"),
         (("variants", 0, "platform_tag"), "win_amd64", "variants.0.platform_tag"),
+        (("variants", 0, "platform_tag"), "linux_x86_64", "variants.0.platform_tag"),
+        (("variants", 0, "platform_tag"), "manylinux2014_x86_64", "variants.0.platform_tag"),
         (("cache_registry", "kind"), "gcr", "cache_registry.kind"),
         (("wheel_store", "url"), "http://example.invalid/x", "wheel_store.url"),
         (("project", "base_inputs"), ["../secrets"], "project.base_inputs"),
@@ -103,6 +105,15 @@ def test_bad_value_names_field_and_value(path: tuple, value: object, field: str)
         _parse(data)
     assert field in str(err.value)
     assert "bad.yaml" in str(err.value)
+
+
+def test_a_platform_tag_without_a_glibc_is_refused_with_what_is_allowed() -> None:
+    """linux_x86_64 is what the build writes; publishing needs the manylinux tag it re-tags to and checks."""
+    data = _demo()
+    data["variants"][0]["platform_tag"] = "linux_x86_64"
+    with pytest.raises(ConfigError, match=r"variants\.0\.platform_tag: .*'linux_x86_64' is not a manylinux tag: "
+                                          r"manylinux_<glibc major>_<minor>_<arch>"):
+        _parse(data)
 
 
 def test_duplicate_variant_names_rejected() -> None:

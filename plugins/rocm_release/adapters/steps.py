@@ -26,6 +26,7 @@ from rocm_release.adapters.images import PushedImages, alias_state, digest_of, m
 from rocm_release.adapters.registry.clients import blob_registry_for, registry_for, registry_for_reference
 from rocm_release.adapters.store import observe_published, store_root
 from rocm_release.adapters.store_write import writable, write_atomic
+from rocm_release.adapters.wheel_platform import check_platform_tag
 from rocm_release.adapters.wheel_retag import retag_platform
 from rocm_release.adapters.wheels_alias import (
     alias_commit,
@@ -37,7 +38,6 @@ from rocm_release.adapters.wheels_image import BlobSource, file_sink, read_dist
 from rocm_release.adapters.wheels_publish import (
     NotPublished,
     PublishedFile,
-    PublishedLink,
     publish_wheels,
     read_published,
     relative_prefix,
@@ -218,13 +218,27 @@ def push_variant_images(plan: ReleasePlan, v: VariantPlan, refs: dict[str, str],
 def publish_variant_wheels(plan: ReleasePlan, v: VariantPlan, refs: Mapping[str, str],
                            log: Log) -> list[PublishedFile]:
     """The base wheels into their shared folder (once per base: skipped when it is published already), then the
-    project's wheels into ``<store>/<commit>/<variant>/`` with pages linking both: verified, re-tagged, index last."""
+    project's wheels into ``<store>/<commit>/<variant>/`` with pages linking both: verified, re-tagged and their
+    platform tag checked (all of them before anything is uploaded), index last."""
     retrying = plan.config.retry.retrying(log)
     registry = retrying("login to the cache registry", partial(blob_registry_for, plan.config.cache_registry))
     conn = plan.config.wheel_store.connection_id
+    base_url = base_wheels_prefix(plan.store_url, v.base_key, v.name, digest_of(refs["base_wheels"]))
+    base_folder = store_root(base_url, conn)
+    observed = retrying(f"check of {base_url}", partial(observe_published, base_folder, base_url))
     with tempfile.TemporaryDirectory(prefix="rocm-nightly-wheels-") as tmp:
-        base_files, base_links = _publish_base_wheels(plan, v, refs["base_wheels"], registry, Path(tmp), log)
+        base_wheels: list[Path] = []
+        if observed.present:
+            log(f"{v.name} base wheels: {base_url} is published already, not read or uploaded again")
+        else:
+            base_wheels = _wheels_of(plan, v, registry, refs["base_wheels"], Path(tmp) / "base", log)
         wheels = _wheels_of(plan, v, registry, refs["wheels"], Path(tmp) / "wheels", log)
+        base_files = publish_wheels(base_wheels, base_folder, base_url, log, retrying) if base_wheels else []
+        base = retrying(f"read of {base_url}", partial(read_published, base_folder, base_url))
+        if base is None:
+            raise NotPublished(f"{base_url}: its index vanished right after it was checked")
+        base_links = [link.model_copy(update={"href": wheel_href(relative_prefix(base_url, v.wheels_url + link.project),
+                                                                  link.filename)}) for link in base.links]
         folder = store_root(v.wheels_url, conn)
         # The nightly index may link this folder's files: replaced bytes take it down and back up.
         aliases = [(store_root(v.nightly_wheels_url, conn), v.nightly_wheels_url)]
@@ -242,7 +256,8 @@ def publish_variant_wheels(plan: ReleasePlan, v: VariantPlan, refs: Mapping[str,
 
 def _wheels_of(plan: ReleasePlan, v: VariantPlan, registry: BlobSource, ref: str, folder: Path,
                log: Log) -> list[Path]:
-    """/dist of a wheels image, read and verified, re-tagged for the variant's platform, in ``folder``."""
+    """/dist of a wheels image, read and verified, re-tagged for the variant's platform and checked against it
+    (auditwheel: a tag too low for the glibc the ELF files need is fatal), in ``folder``."""
     raw, tagged = folder / "raw", folder / "tagged"
     raw.mkdir(parents=True)
     tagged.mkdir()
@@ -251,29 +266,10 @@ def _wheels_of(plan: ReleasePlan, v: VariantPlan, registry: BlobSource, ref: str
     files = retrying(f"read of /dist of {ref}", partial(
         read_dist, registry, plan.cache_repository, digest_of(ref), sink=file_sink(raw)))
     log(f"{v.name} {ref}: verified {', '.join(f.name for f in files)}")
-    return [retag_platform(p, v.variant.platform_tag, tagged) for p in sorted(raw.glob("*.whl"))]
-
-
-def _publish_base_wheels(plan: ReleasePlan, v: VariantPlan, ref: str, registry: BlobSource, tmp: Path,
-                         log: Log) -> tuple[list[PublishedFile], list[PublishedLink]]:
-    """The base wheels image's wheels in ``<store>/base/<key>-<variant>-<digest>/`` (written only when that folder
-    is not a verified publication yet) → (what was published now, the links a commit's pages add for them)."""
-    retrying = plan.config.retry.retrying(log)
-    url = base_wheels_prefix(plan.store_url, v.base_key, v.name, digest_of(ref))
-    folder = store_root(url, plan.config.wheel_store.connection_id)
-    observed = retrying(f"check of {url}", partial(observe_published, folder, url))
-    published: list[PublishedFile] = []
-    if observed.present:
-        log(f"{v.name} base wheels: {url} is published already, not read or uploaded again ({observed.reason})")
-    else:
-        wheels = _wheels_of(plan, v, registry, ref, tmp / "base", log)
-        published = publish_wheels(wheels, folder, url, log, retrying)
-    base = retrying(f"read of {url}", partial(read_published, folder, url))
-    if base is None:
-        raise NotPublished(f"{url}: its index vanished right after it was checked")
-    links = [link.model_copy(update={"href": wheel_href(relative_prefix(url, v.wheels_url + link.project),
-                                                         link.filename)}) for link in base.links]
-    return published, links
+    wheels = [retag_platform(p, v.variant.platform_tag, tagged) for p in sorted(raw.glob("*.whl"))]
+    for wheel in wheels:
+        check_platform_tag(wheel, v.variant.platform_tag)
+    return wheels
 
 
 def promote_variant(plan: ReleasePlan, v: VariantPlan, digests: Mapping[str, str], log: Log) -> dict[str, Any]:

@@ -31,6 +31,7 @@ NAME_RE = r"^[a-z][a-z0-9]{1,31}$"
 TAG_FIELDS = {"variant": "v" * 32, "commit": "0" * 40}
 BUILD_ARG_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 ARCH_RE = r"^gfx[0-9a-f]{3,4}[a-z0-9:+-]*$"
+PLATFORM_TAG_RE = re.compile(r"^manylinux_[0-9]+_[0-9]+_(x86_64|aarch64)$")
 
 
 class ConfigError(ValueError, FatalError):
@@ -119,11 +120,21 @@ class Variant(_Strict):
     rocm_version: Annotated[str, Field(pattern=r"^[0-9]+\.[0-9]+(\.[0-9]+)?$")]
     python_version: Annotated[str, Field(pattern=r"^3\.[0-9]{1,2}$")]
     gpu_archs: Annotated[tuple[Annotated[str, Field(pattern=ARCH_RE)], ...], Field(min_length=1)]
-    platform_tag: Annotated[str, Field(pattern=r"^(manylinux_[0-9]+_[0-9]+|linux)_(x86_64|aarch64)$")]
+    platform_tag: str
     parent_image: str | None = None
     build_args: dict[str, str] = {}
 
     _check_args = field_validator("build_args")(_check_build_args)
+
+    @field_validator("platform_tag")
+    @classmethod
+    def _manylinux_tag(cls, value: str) -> str:
+        # linux_<arch> is what the build writes and what pip refuses from an index: publishing re-tags
+        # to this tag, after checking the wheels' glibc needs against it (adapters/wheel_platform.py).
+        if not PLATFORM_TAG_RE.match(value):
+            raise ValueError(f"{shown(value)} is not a manylinux tag: manylinux_<glibc major>_<minor>_<arch>, "
+                             "arch x86_64 or aarch64 (e.g. manylinux_2_35_x86_64 for a glibc 2.35 build image)")
+        return value
 
 
 # Docker Hub's registry host and its other names; the Hub API (tag deletion) is at DOCKER_HUB_API.
