@@ -166,6 +166,8 @@ class MissingDistSums(BuildError, FatalError):
 
 
 MAX_SUMS_BYTES = 1 << 20
+# What ``docker cp`` says (daemon 20.10 on) for a path the container's image does not hold.
+_NOT_THERE = ("no such container:path", "could not find the file", "no such file or directory")
 
 
 def _docker_output(args: Sequence[str], env: Mapping[str, str]) -> bytes:
@@ -198,7 +200,8 @@ def read_image_file(image: str, path: str, env: Mapping[str, str]) -> bytes:
         subprocess.run([cli, "rm", container], env=dict(env), capture_output=True, check=False)
     if proc.returncode != 0:
         error = proc.stderr.decode("utf-8", "replace").strip()
-        kind = MissingDistSums if "could not find" in error.lower() or "no such file" in error.lower() else BuildError
+        # The container was just created, so "no such container:path" means the path is not in the image.
+        kind = MissingDistSums if any(m in error.lower() for m in _NOT_THERE) else BuildError
         raise kind(f"{path} of image {image}: docker cp failed: {error[-2000:]}")
     with tarfile.open(fileobj=io.BytesIO(proc.stdout), mode="r:") as tar:
         member = next((m for m in tar if m.isfile()), None)
