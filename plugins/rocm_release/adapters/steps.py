@@ -33,7 +33,7 @@ from rocm_release.adapters.wheels_alias import (
     restore_aliases_of,
     withdraw_aliases_of,
 )
-from rocm_release.adapters.wheels_image import file_sink, read_dist, sums_from_labels
+from rocm_release.adapters.wheels_image import file_sink, read_labelled_dist
 from rocm_release.adapters.wheels_publish import PublishedFile, publish_wheels
 from rocm_release.core.build_commands import BuildError, Stage, StageInputs
 from rocm_release.core.config import Project, ReleaseConfig, Variant
@@ -217,13 +217,10 @@ def publish_variant_wheels(plan: ReleasePlan, v: VariantPlan, refs: Mapping[str,
         raw.mkdir()
         tagged.mkdir()
         for kind in ("wheels", "base_wheels"):
-            # One read of the image's /dist, retried whole: each file is rewritten from its start.
-            # The sums label the sensor trusted must match the bytes (None: built before the label).
-            label = sums_from_labels(retrying(f"labels of {refs[kind]}", partial(
-                registry.labels, plan.cache_repository, digest_of(refs[kind]))), refs[kind])
+            # One read of the image's /dist (checked against its sums label too), retried whole:
+            # each file is rewritten from its start.
             files = retrying(f"read of /dist of {refs[kind]}", partial(
-                read_dist, registry, plan.cache_repository, digest_of(refs[kind]), sink=file_sink(raw),
-                expected_sums=label))
+                read_labelled_dist, registry, plan.cache_repository, digest_of(refs[kind]), sink=file_sink(raw)))
             log(f"{v.name} {kind}: verified {', '.join(f.name for f in files)}")
         wheels = [retag_platform(p, v.variant.platform_tag, tagged) for p in sorted(raw.glob("*.whl"))]
         conn = plan.config.wheel_store.connection_id

@@ -267,6 +267,25 @@ def read_dist(
     return sorted(seen.values(), key=lambda f: f.name)
 
 
+class LabelledBlobSource(BlobSource, Protocol):
+    """A blob source that also reads an image's labels (``ImageRegistry.labels``)."""
+
+    def labels(self, repository: str, reference: str) -> dict[str, str]: ...
+
+
+def read_labelled_dist(
+    source: LabelledBlobSource,
+    repository: str,
+    reference: str,
+    sink: Callable[[str], AbstractContextManager[IO[bytes]]] | None = None,
+) -> list[DistFile]:
+    """``read_dist`` with ``expected_sums`` from the image's ``LABEL_DIST_SUMS`` label (the sums the
+    sensor trusted); an image without the label (built before it) is checked against SHA256SUMS only."""
+    where = f"{repository}@{reference}"
+    expected = sums_from_labels(source.labels(repository, reference), where)
+    return read_dist(source, repository, reference, sink, expected_sums=expected)
+
+
 def _check_sums(where: str, sums: dict[str, str], seen: dict[str, DistFile],
                 expected_sums: Mapping[str, str] | None) -> None:
     """/dist holds exactly the files SHA256SUMS lists, with those sha256; and SHA256SUMS is the label's."""
