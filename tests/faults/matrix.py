@@ -51,6 +51,7 @@ from rocm_release.core.plan import (
     LABEL_BASE_DIGEST,
     LABEL_BASE_KEY,
     LABEL_COMMIT,
+    LABEL_DIST_SUMS,
     LABEL_SCHEMA,
     LABEL_VARIANT,
     SCHEMA_VERSION,
@@ -165,8 +166,7 @@ def plan_for(config: ReleaseConfig, commit: str, *, run_kind: str = "scheduled",
 def dist_layer(wheels: Sequence[Path], *, mtime: int = 0) -> bytes:
     """A ``/dist`` layer (tar.gz): the wheels and their ``SHA256SUMS``; ``mtime`` changes its digest."""
     files = {w.name: w.read_bytes() for w in wheels}
-    files["SHA256SUMS"] = "".join(f"{hashlib.sha256(data).hexdigest()}  {name}\n"
-                                  for name, data in files.items()).encode()
+    files["SHA256SUMS"] = dist_sums(wheels).encode()
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         for name, data in files.items():
@@ -174,6 +174,11 @@ def dist_layer(wheels: Sequence[Path], *, mtime: int = 0) -> bytes:
             info.size, info.mtime = len(data), mtime
             tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
+
+
+def dist_sums(wheels: Sequence[Path]) -> str:
+    """``sha256sum`` of the wheels: a /dist layer's SHA256SUMS, and its image's ``LABEL_DIST_SUMS``."""
+    return "".join(f"{hashlib.sha256(w.read_bytes()).hexdigest()}  {w.name}\n" for w in wheels)
 
 
 def night_wheels(folder: Path, commit: str, payload: int = 0) -> tuple[list[Path], list[Path]]:
@@ -208,7 +213,8 @@ def labels(v: VariantPlan, **extra: str) -> dict[str, str]:
 
 
 def push_night(registry_url: str, plan: ReleasePlan, folder: Path, *, mtime: int = 0, payload: int = 0) -> Night:
-    """Base, base wheels, wheels and release images of ``plan``'s commit, tagged as the builds tag them."""
+    """Base, base wheels, wheels and release images of ``plan``'s commit, tagged and labelled as the builds
+    tag and label them (the wheels images with their SHA256SUMS as ``LABEL_DIST_SUMS``)."""
     v = plan.variant(VARIANT)
     repo = plan.cache_repository
     project, base_wheels = night_wheels(folder / plan.commit[:8], plan.commit, payload)
@@ -217,10 +223,13 @@ def push_night(registry_url: str, plan: ReleasePlan, folder: Path, *, mtime: int
     wheels_layer = dist_layer(project, mtime=mtime)
     images = {
         "base": base,
-        "base_wheels": make_image(registry_url, repo, v.cache_tags.base_wheels, labels=labels(v, **on_base),
+        "base_wheels": make_image(registry_url, repo, v.cache_tags.base_wheels,
+                                  labels=labels(v, **on_base, **{LABEL_DIST_SUMS: dist_sums(base_wheels)}),
                                   layers=[dist_layer(base_wheels)]),
         "wheels": make_image(registry_url, repo, v.cache_tags.wheels,
-                             labels=labels(v, **on_base, **{LABEL_COMMIT: plan.commit}), layers=[wheels_layer]),
+                             labels=labels(v, **on_base, **{LABEL_COMMIT: plan.commit,
+                                                            LABEL_DIST_SUMS: dist_sums(project)}),
+                             layers=[wheels_layer]),
         "release": make_image(registry_url, repo, v.cache_tags.release,
                               labels=labels(v, **on_base, **{LABEL_COMMIT: plan.commit})),
     }

@@ -47,7 +47,7 @@ from rocm_release.adapters.config_file import REPO_ROOT
 from rocm_release.adapters.docker_build import build_stage, docker_cli, docker_session
 from rocm_release.adapters.git import GitMirror
 from rocm_release.adapters.registry.oci import OciRegistry
-from rocm_release.adapters.wheels_image import layer_digests, read_dist
+from rocm_release.adapters.wheels_image import layer_digests, parse_sums, read_dist
 from rocm_release.core.build_commands import LABEL_RUN_ID, StageInputs
 from rocm_release.core.config import ReleaseConfig, parse_config
 from rocm_release.core.params import ReleaseParams
@@ -55,6 +55,7 @@ from rocm_release.core.plan import (
     LABEL_BASE_DIGEST,
     LABEL_BASE_KEY,
     LABEL_COMMIT,
+    LABEL_DIST_SUMS,
     LABEL_KIND,
     LABEL_SCHEMA,
     LABEL_VARIANT,
@@ -323,6 +324,9 @@ def test_wheels_images_hold_only_dist(world: World, cold: dict[str, StageRun]) -
         assert outside == [], f"{kind} holds entries outside dist/: {outside}"
         assert sorted(e.strip("./") for e in entries) == ["dist", "dist/SHA256SUMS", f"dist/{wheel}"], kind
         assert list(world.sums(refs[kind])) == [wheel]  # and SHA256SUMS verifies
+        # ... and is on the image as a label (issue #13), the very sums /dist holds.
+        labels = world.registry.labels(world.repo, world.digest(refs[kind]))
+        assert parse_sums(labels[LABEL_DIST_SUMS]) == world.sums(refs[kind]), kind
 
 
 def test_release_image_command_runs_offline_and_imports_the_package(world: World, cold: dict[str, StageRun]) -> None:

@@ -67,6 +67,7 @@ from rocm_release.core.plan import (
     LABEL_BASE_DIGEST,
     LABEL_BASE_KEY,
     LABEL_COMMIT,
+    LABEL_DIST_SUMS,
     LABEL_SCHEMA,
     LABEL_VARIANT,
     SCHEMA_VERSION,
@@ -262,13 +263,15 @@ def commit_labels(v: VariantPlan, base_digest: str) -> dict[str, str]:
 
 
 def push_base_unit(registry: LocalRegistry, plan: ReleasePlan, *, base_labels: dict[str, str] | None = None,
-                   paired_digest: str | None = None) -> tuple[TestImage, TestImage]:
-    """The base image and its base wheels image, labelled as a build labels them (or as asked)."""
+                   paired_digest: str | None = None, sums_label: bool = False) -> tuple[TestImage, TestImage]:
+    """The base image and its base wheels image, labelled as a build labels them (or as asked); with
+    ``sums_label`` the base wheels image carries a SHA256SUMS label, as builds since issue #13 put on it."""
     v = plan.variant(VARIANT)
     repo = plan.cache_repository
     base = make_image(registry.url, repo, v.cache_tags.base, labels=base_labels or labels_for(v))
+    sums = {LABEL_DIST_SUMS: f"{'1' * 64}  base-1.0-py3-none-any.whl\n"} if sums_label else {}
     wheels = make_image(registry.url, repo, v.cache_tags.base_wheels,
-                        labels={**labels_for(v), LABEL_BASE_DIGEST: paired_digest or base.digest})
+                        labels={**labels_for(v), LABEL_BASE_DIGEST: paired_digest or base.digest, **sums})
     return base, wheels
 
 
@@ -285,12 +288,16 @@ def wheels_layer(wheel: bytes, listed_sha256: str | None = None) -> bytes:
 
 
 def push_wheels_image(registry: LocalRegistry, plan: ReleasePlan, base_digest: str,
-                      listed_sha256: str | None = None) -> TestImage:
-    """A FROM-scratch-shaped wheels image (one layer: /dist) at this commit."""
+                      listed_sha256: str | None = None, *, sums_label: bool = False) -> TestImage:
+    """A FROM-scratch-shaped wheels image (one layer: /dist) at this commit; with ``sums_label`` it carries
+    its SHA256SUMS as a label (builds since issue #13), without it it is an image built before that."""
     v = plan.variant(VARIANT)
-    layer = wheels_layer(b"PK\x03\x04 not really a zip; only its sha256 matters here", listed_sha256)
-    return make_image(registry.url, plan.cache_repository, v.cache_tags.wheels,
-                      labels=commit_labels(v, base_digest), layers=[layer])
+    wheel = b"PK\x03\x04 not really a zip; only its sha256 matters here"
+    layer = wheels_layer(wheel, listed_sha256)
+    labels = commit_labels(v, base_digest)
+    if sums_label:
+        labels[LABEL_DIST_SUMS] = f"{hashlib.sha256(wheel).hexdigest()}  {WHEEL}\n"
+    return make_image(registry.url, plan.cache_repository, v.cache_tags.wheels, labels=labels, layers=[layer])
 
 
 # --------------------------------------------------------------------------------------------
@@ -389,7 +396,8 @@ def test_a_base_unit_that_does_not_match_the_plan_is_absent_and_says_why(
 
 
 # --------------------------------------------------------------------------------------------
-# (4) the wheels image: present only when SHA256SUMS verifies
+# (4) a wheels image built before the sums label: present only when SHA256SUMS verifies (read whole);
+#     the labelled case (no layer read) is tests/integration/test_wheels_label.py
 
 
 @pytest.mark.parametrize("sums", ["right", "wrong"])
@@ -406,7 +414,7 @@ def test_a_wheels_image_is_present_only_if_its_sha256sums_verify(
     found = run.observation("check_wheels_image")
     if sums == "right":
         assert found.present and found.digest == image.digest
-        assert found.reason == f"verified: {WHEEL}"
+        assert found.reason == f"verified by reading /dist (no {LABEL_DIST_SUMS} label: built before it): {WHEEL}"
     else:
         assert not found.present and found.digest is None
         assert found.reason.startswith(f"wheels image {image.digest} does not verify")
@@ -561,14 +569,14 @@ def test_refused_credentials_fail_the_sensor_at_the_first_poke(
 # The cost of a full check of one variant, in registry requests
 
 
-def test_a_full_check_of_one_variant_costs_at_most_14_registry_requests(
+def test_a_full_check_of_one_variant_costs_at_most_17_small_registry_requests(
     dag_bundle: str, cache_registry: LocalRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     config = oci_config(cache_registry, tmp_path, monkeypatch)
     plan = plan_for(config)
     v = plan.variant(VARIANT)
-    base, _ = push_base_unit(cache_registry, plan)
-    push_wheels_image(cache_registry, plan, base.digest)
+    base, base_wheels = push_base_unit(cache_registry, plan, sums_label=True)
+    wheels = push_wheels_image(cache_registry, plan, base.digest, sums_label=True)
     make_image(cache_registry.url, plan.cache_repository, v.cache_tags.release, labels=commit_labels(v, base.digest))
     dag = sensor_dag("test_sensors_full_check", config, ["base_image", "wheels_image", "release_image"])
 
@@ -580,11 +588,16 @@ def test_a_full_check_of_one_variant_costs_at_most_14_registry_requests(
     assert all(r.status == 200 for r in requests)
     by_kind = sorted(f"{r.method} {r.path.split('/')[-2]}" for r in requests)
     print(f"\nfull check of {VARIANT}: {len(requests)} registry requests: {by_kind}")
-    # Measured: 14 = base unit 6 (HEAD base, HEAD base-wheels, manifest + config blob of each)
-    # + wheels image 5 (HEAD, manifest + config blob for the labels, manifest again + the one
-    # layer for /dist) + release image 3 (HEAD, manifest + config blob). No token round trips
-    # (the registry has no auth). Fewer is fine; more means a sensor started asking twice.
-    assert len(requests) <= 14
+    # Measured: 17 = base unit 9 (HEAD base, HEAD base-wheels, manifest + config blob of each, the base
+    # wheels manifest again + a HEAD of each of its 2 layers) + wheels image 5 (HEAD, manifest + config
+    # blob for the labels, manifest again + a HEAD of its one layer) + release image 3 (HEAD, manifest +
+    # config blob). No token round trips (the registry has no auth). Fewer is fine; more means a sensor
+    # started asking twice. No layer is read (issue #13): HEADs only, so no wheel byte is answered.
+    assert len(requests) <= 17
+    layers = {d for image in (base_wheels, wheels) for d, _ in image.layers}
+    assert not [r for r in requests if r.method == "GET" and r.path.rsplit("/", 1)[-1] in layers]
+    assert sorted(r.path.rsplit("/", 1)[-1] for r in requests if r.method == "HEAD" and r.kind == "blob") == sorted(
+        layers)
 
 
 # --------------------------------------------------------------------------------------------

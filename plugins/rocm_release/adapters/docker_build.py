@@ -11,33 +11,52 @@ Build and push are two commands (also with buildx: ``--load``, then ``docker pus
 outage during the push is retried alone, with backoff, for the configured window (``retry`` in the
 config, ``core.retrying``); the build never runs again for it. ``docker login`` and the registry
 look-up before the build are retried the same way. A refusal (401/403) fails at once.
+
+A wheels image (``wheels``, ``base_wheels``) gets its ``/dist/SHA256SUMS`` as the label
+``LABEL_DIST_SUMS`` between build and push (``label_dist_sums``): the file is copied out of a
+container created (never started) from the built image, and a second build of ``FROM <that
+image>`` adds the label, a new image config over the same layers. The labelled image is what is
+pushed, so sensors check wheels images through digests and that label, never reading a wheel.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import shutil
 import subprocess
+import tarfile
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
+from rocm_release.adapters.wheels_image import sums_from_labels
 from rocm_release.core.build_commands import (
+    DIST_SUMS_PATH,
+    LABEL_SOURCE_REPOSITORY,
+    NEVER_RUN,
     STAGE_KINDS,
+    WHEELS_IMAGE_KINDS,
     BuildError,
     BuildRequest,
     Stage,
     StageInputs,
     build_command,
+    label_build_command,
+    label_dockerfile,
     parse_push_digest,
     push_command,
     push_failure,
     stage_request,
 )
+from rocm_release.core.errors import FatalError
 from rocm_release.core.names import DIGEST_RE
 from rocm_release.core.plan import (
+    LABEL_DIST_SUMS,
     ReleasePlan,
     VariantPlan,
 )
@@ -142,19 +161,114 @@ def push_image(tag_ref: str, env: Mapping[str, str], log: Log) -> str:
     return parse_push_digest(output)
 
 
-def build_and_push(request: BuildRequest, env: Mapping[str, str], log: Log, retrying: Retrying = ONCE) -> str:
-    """Build one target into the daemon, then push it (only the push is retried, as ``retrying`` says);
-    return the pushed manifest digest (from the push itself)."""
+class MissingDistSums(BuildError, FatalError):
+    """A wheels image was built without a valid /dist/SHA256SUMS: its Dockerfile target must write one."""
+
+
+MAX_SUMS_BYTES = 1 << 20
+# What ``docker cp`` says (daemon 20.10 on) for a path the container's image does not hold.
+_NOT_THERE = ("no such container:path", "could not find the file", "no such file or directory")
+
+
+def _docker_output(args: Sequence[str], env: Mapping[str, str]) -> bytes:
+    """A short docker command's stdout; a non-zero exit raises BuildError with what it printed."""
+    proc = subprocess.run(list(args), env=dict(env), capture_output=True, check=False)
+    if proc.returncode != 0:
+        raise BuildError(f"{' '.join(args[:3])} failed with exit code {proc.returncode}: "
+                         f"{proc.stderr.decode('utf-8', 'replace').strip()[-2000:]}")
+    return proc.stdout
+
+
+def _inspect(image: str, env: Mapping[str, str]) -> dict[str, object]:
+    """``docker image inspect`` of one local image: its id, layer diff ids and labels."""
+    out = _docker_output([docker_cli(), "image", "inspect", "--format",
+                          '{"id":{{json .Id}},"layers":{{json .RootFS.Layers}},"labels":{{json .Config.Labels}}}',
+                          image], env)
+    found: dict[str, object] = json.loads(out)
+    return found
+
+
+def read_image_file(image: str, path: str, env: Mapping[str, str]) -> bytes:
+    """One small file of a local image, through a container created (never started) from it; the
+    container is removed afterwards. A file that is not there raises MissingDistSums."""
     cli = docker_cli()
-    run_streaming(build_command(cli, request, buildx=has_buildx(cli, env)), env, log)
+    container = _docker_output([cli, "create", image, NEVER_RUN], env).decode().strip()
+    try:
+        proc = subprocess.run([cli, "cp", f"{container}:{path}", "-"], env=dict(env), capture_output=True,
+                              check=False)
+    finally:
+        subprocess.run([cli, "rm", container], env=dict(env), capture_output=True, check=False)
+    if proc.returncode != 0:
+        error = proc.stderr.decode("utf-8", "replace").strip()
+        # The container was just created, so "no such container:path" means the path is not in the image.
+        kind = MissingDistSums if any(m in error.lower() for m in _NOT_THERE) else BuildError
+        raise kind(f"{path} of image {image}: docker cp failed: {error[-2000:]}")
+    with tarfile.open(fileobj=io.BytesIO(proc.stdout), mode="r:") as tar:
+        member = next((m for m in tar if m.isfile()), None)
+        if member is None or member.size > MAX_SUMS_BYTES:
+            raise MissingDistSums(f"{path} of image {image} is not a regular file of at most {MAX_SUMS_BYTES} bytes")
+        stream = tar.extractfile(member)
+        assert stream is not None  # a regular file always has a stream
+        return stream.read()
+
+
+def label_dist_sums(request: BuildRequest, env: Mapping[str, str], log: Log, *, buildx: bool) -> str:
+    """Put the built wheels image's /dist/SHA256SUMS on it as ``LABEL_DIST_SUMS`` (the text exactly),
+    without adding a layer; ``request.tag_ref`` then names the labelled image. Returns the text.
+
+    Fails fatally (MissingDistSums) when the image has no SHA256SUMS listing at least one wheel.
+    """
+    cli = docker_cli()
+    built = _inspect(request.tag_ref, env)
+    image_id = str(built["id"])
+    raw = read_image_file(image_id, DIST_SUMS_PATH, env)
+    where = f"{request.tag_ref} (target {request.target})"
+    try:
+        text = raw.decode("utf-8")
+        sums_from_labels({LABEL_DIST_SUMS: text}, where)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise MissingDistSums(f"{DIST_SUMS_PATH} of {where} is not sha256sum output of its wheels: {exc}") from exc
+    source = f"{LABEL_SOURCE_REPOSITORY}:{image_id.removeprefix('sha256:')[:12]}-{uuid.uuid4().hex[:8]}"
+    _docker_output([cli, "tag", image_id, source], env)
+    try:
+        with tempfile.TemporaryDirectory(prefix="rocm-nightly-label-") as tmp:
+            iidfile = Path(tmp) / "iid"
+            run_streaming(label_build_command(cli, source, request.tag_ref, {LABEL_DIST_SUMS: text},
+                                              buildx=buildx, iidfile=iidfile),
+                          env, lambda line: log(f"label build: {line}"), stdin=label_dockerfile(source))
+            labelled = _inspect(iidfile.read_text().strip(), env)
+    finally:
+        # Only the throwaway name goes (the labelled image keeps the layers; the build cache stays).
+        subprocess.run([cli, "image", "rm", source], env=dict(env), capture_output=True, check=False)
+    labels, layers = labelled["labels"], built["layers"]
+    if labelled["layers"] != layers or not isinstance(labels, dict) or labels.get(LABEL_DIST_SUMS) != text:
+        raise BuildError(f"labelling {where} changed its layers or lost the label: {built} → {labelled}")
+    count = len(layers) if isinstance(layers, list) else 0
+    log(f"{request.tag_ref}: labelled {LABEL_DIST_SUMS} ({len(text)} bytes), same {count} layer(s), "
+        f"image {labelled['id']}")
+    return text
+
+
+def build_and_push(request: BuildRequest, env: Mapping[str, str], log: Log, retrying: Retrying = ONCE, *,
+                   dist_sums: bool = False) -> str:
+    """Build one target into the daemon, then push it (only the push is retried, as ``retrying`` says);
+    return the pushed manifest digest (from the push itself). With ``dist_sums`` (a wheels image) the
+    built image is labelled with its SHA256SUMS before the push (``label_dist_sums``)."""
+    cli = docker_cli()
+    buildx = has_buildx(cli, env)
+    run_streaming(build_command(cli, request, buildx=buildx), env, log)
+    if dist_sums:
+        label_dist_sums(request, env, log, buildx=buildx)
     digest = retrying(f"docker push of {request.tag_ref}", lambda: push_image(request.tag_ref, env, log))
     if not DIGEST_RE.match(digest):
         raise BuildError(f"the push of {request.tag_ref} returned no valid digest ({digest!r})")
     return digest
 
 
-def _pushed_by_this_run(registry: ImageRegistry, repo: str, tag: str, labels: Mapping[str, str]) -> str | None:
-    """The digest this same run already pushed under ``tag`` with these input labels (a retry after a crash).
+def _pushed_by_this_run(registry: ImageRegistry, repo: str, tag: str, labels: Mapping[str, str], *,
+                        dist_sums: bool = False) -> str | None:
+    """The digest this same run already pushed under ``tag`` with these input labels (a retry after a crash);
+    for a wheels image (``dist_sums``) also with its SHA256SUMS label, as every push of it has.
 
     Only this run's own push counts: an older image under the tag was judged
     by the sensors already (and found stale or unverifiable), so it is rebuilt.
@@ -164,6 +278,8 @@ def _pushed_by_this_run(registry: ImageRegistry, repo: str, tag: str, labels: Ma
         return None
     have = registry.labels(repo, found.digest)
     if any(have.get(k) != v for k, v in labels.items()):
+        return None
+    if dist_sums and LABEL_DIST_SUMS not in have:
         return None
     return found.digest
 
@@ -197,13 +313,14 @@ def build_stage(
     for kind in STAGE_KINDS[stage]:
         request = stage_request(plan, v, kind, inputs, None if kind == "base" else base_digest)
         tag = str(getattr(v.cache_tags, kind))
-        digest = retrying(f"look-up of {request.tag_ref}",
-                          partial(_pushed_by_this_run, registry, plan.cache_repository, tag, request.labels))
+        wheels_image = kind in WHEELS_IMAGE_KINDS
+        digest = retrying(f"look-up of {request.tag_ref}", partial(
+            _pushed_by_this_run, registry, plan.cache_repository, tag, request.labels, dist_sums=wheels_image))
         if digest:
             log(f"{request.tag_ref}: already pushed by this run as {digest}; reusing it (retry)")
         else:
             log(f"building {kind} ({request.target}) for {v.name} → {request.tag_ref}")
-            digest = build_and_push(request, env, log, retrying)
+            digest = build_and_push(request, env, log, retrying, dist_sums=wheels_image)
             log(f"pushed {request.tag_ref} as {digest}")
         if kind == "base":
             base_digest = digest

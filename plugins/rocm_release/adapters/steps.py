@@ -34,7 +34,7 @@ from rocm_release.adapters.wheels_alias import (
     restore_aliases_of,
     withdraw_aliases_of,
 )
-from rocm_release.adapters.wheels_image import BlobSource, file_sink, read_dist
+from rocm_release.adapters.wheels_image import LabelledBlobSource, file_sink, read_labelled_dist
 from rocm_release.adapters.wheels_publish import (
     NotPublished,
     PublishedFile,
@@ -254,7 +254,7 @@ def publish_variant_wheels(plan: ReleasePlan, v: VariantPlan, refs: Mapping[str,
         return [*published, *base_files]
 
 
-def _wheels_of(plan: ReleasePlan, v: VariantPlan, registry: BlobSource, ref: str, folder: Path,
+def _wheels_of(plan: ReleasePlan, v: VariantPlan, registry: LabelledBlobSource, ref: str, folder: Path,
                log: Log) -> list[Path]:
     """/dist of a wheels image, read and verified, re-tagged for the variant's platform and checked against it
     (auditwheel: a tag too low for the glibc the ELF files need is fatal), in ``folder``."""
@@ -262,9 +262,10 @@ def _wheels_of(plan: ReleasePlan, v: VariantPlan, registry: BlobSource, ref: str
     raw.mkdir(parents=True)
     tagged.mkdir()
     retrying = plan.config.retry.retrying(log)
-    # One read of the image's /dist, retried whole: each file is rewritten from its start.
+    # One read of the image's /dist (checked against its sums label too), retried whole: each file is
+    # rewritten from its start.
     files = retrying(f"read of /dist of {ref}", partial(
-        read_dist, registry, plan.cache_repository, digest_of(ref), sink=file_sink(raw)))
+        read_labelled_dist, registry, plan.cache_repository, digest_of(ref), sink=file_sink(raw)))
     log(f"{v.name} {ref}: verified {', '.join(f.name for f in files)}")
     wheels = [retag_platform(p, v.variant.platform_tag, tagged) for p in sorted(raw.glob("*.whl"))]
     for wheel in wheels:

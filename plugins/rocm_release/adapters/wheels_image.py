@@ -5,6 +5,11 @@ daemon, no full-image pull, and never a whole layer in memory. tarfile stops at
 the archive's end marker, so each layer is then read to its end (and thrown
 away) before its files count: only a layer whose bytes matched its digest and
 size gives files to read_dist's result (issue #11, defect 1).
+
+Checking that a wheels image is there reads none of that (issue #13): the build puts
+SHA256SUMS on the image as a label (``LABEL_DIST_SUMS``); ``missing_layers`` HEADs the layer
+blobs the manifest names (digest and size). The sensor trusts those digests; the publisher,
+which reads the wheels anyway, verifies their bytes against SHA256SUMS and the label.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import posixpath
 import re
 import tarfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +29,7 @@ from typing import IO, Protocol
 
 from rocm_release.core.errors import FatalError
 from rocm_release.core.names import DOCKER_MANIFEST_LIST, OCI_INDEX
+from rocm_release.core.plan import LABEL_DIST_SUMS
 from rocm_release.core.registry import Manifest
 
 SUMS_NAME = "SHA256SUMS"
@@ -35,6 +41,10 @@ class UnverifiedWheels(ValueError, FatalError):
     """The image's /dist does not match its SHA256SUMS (or has none): it must not be published."""
 
 
+class StoredLayerMismatch(RuntimeError, FatalError):
+    """A layer blob the registry holds has another size than the manifest says: corrupted storage."""
+
+
 class VerifyingBlob(Protocol):
     """A blob's bytes that check themselves: ``verified`` once read to the end and matching its digest."""
 
@@ -44,10 +54,14 @@ class VerifyingBlob(Protocol):
     def verified(self) -> bool: ...
 
 
-class BlobSource(Protocol):
-    """The two registry operations reading a wheels image needs."""
+class ManifestSource(Protocol):
+    """The registry operation listing an image's layers needs."""
 
     def manifest(self, repository: str, reference: str) -> Manifest: ...
+
+
+class BlobSource(ManifestSource, Protocol):
+    """The two registry operations reading a wheels image needs."""
 
     def open_blob(self, repository: str, digest: str, *,
                   size: int | None = None) -> AbstractContextManager[VerifyingBlob]: ...
@@ -77,12 +91,54 @@ def parse_sums(text: str) -> dict[str, str]:
     return sums
 
 
-def layer_digests(source: BlobSource, repository: str, reference: str) -> list[str]:
+def sums_from_labels(labels: Mapping[str, str], where: str) -> dict[str, str] | None:
+    """The SHA256SUMS a wheels image carries as its ``LABEL_DIST_SUMS`` label: None without the label
+    (an image built before issue #13); UnverifiedWheels when it does not parse or lists no wheel."""
+    text = labels.get(LABEL_DIST_SUMS)
+    if text is None:
+        return None
+    try:
+        sums = parse_sums(text)
+    except UnverifiedWheels as exc:
+        raise UnverifiedWheels(f"{where}: label {LABEL_DIST_SUMS}: {exc}") from exc
+    if not any(name.endswith(".whl") for name in sums):
+        raise UnverifiedWheels(f"{where}: label {LABEL_DIST_SUMS} lists no wheel ({sorted(sums)})")
+    return sums
+
+
+class LayerPresence(ManifestSource, Protocol):
+    """What checking an image's layers without reading them needs: its manifest and a blob HEAD."""
+
+    def blob_size(self, repository: str, digest: str) -> int | None: ...
+
+
+def missing_layers(source: LayerPresence, repository: str, reference: str) -> list[str]:
+    """The layer blobs of an image the registry does not hold (one HEAD each; no byte of a layer read).
+
+    An image without layers counts all missing (``["no layer"]``). A held blob whose size is not
+    the manifest's raises StoredLayerMismatch: storage a rebuild would not repair (a push skips
+    blobs the registry says it has), so a person must look.
+    """
+    layers = _layers(source, repository, reference)
+    if not layers:
+        return ["no layer"]
+    missing = []
+    for digest, size in layers:
+        held = source.blob_size(repository, digest)
+        if held is None:
+            missing.append(digest)
+        elif size is not None and held != size:
+            raise StoredLayerMismatch(
+                f"{repository}@{reference} layer {digest}: the registry holds {held} bytes, the manifest says {size}")
+    return missing
+
+
+def layer_digests(source: ManifestSource, repository: str, reference: str) -> list[str]:
     """The layer digests of an image (for an index: its linux/amd64 image)."""
     return [digest for digest, _ in _layers(source, repository, reference)]
 
 
-def _layers(source: BlobSource, repository: str, reference: str) -> list[tuple[str, int | None]]:
+def _layers(source: ManifestSource, repository: str, reference: str) -> list[tuple[str, int | None]]:
     """(digest, declared size) of each layer of an image (for an index: its linux/amd64 image)."""
     manifest = source.manifest(repository, reference)
     doc = json.loads(manifest.raw)
@@ -170,6 +226,7 @@ def read_dist(
     repository: str,
     reference: str,
     sink: Callable[[str], AbstractContextManager[IO[bytes]]] | None = None,
+    expected_sums: Mapping[str, str] | None = None,
 ) -> list[DistFile]:
     """Stream /dist of a wheels image, hashing every file, and verify it against SHA256SUMS.
 
@@ -177,7 +234,9 @@ def read_dist(
     (e.g. a file in a temporary folder); without it the wheels are only hashed.
     Raises UnverifiedWheels unless the image holds exactly the wheels
     SHA256SUMS lists, each with its listed sha256, and FatalRegistryError when a
-    layer's bytes do not match its digest or size. A sink may have been written
+    layer's bytes do not match its digest or size. With ``expected_sums`` (the image's
+    ``LABEL_DIST_SUMS`` label, which the sensor trusted) SHA256SUMS must also be exactly those
+    sums: a label that disagrees with /dist fails too. A sink may have been written
     to when it raises: the caller must then drop what it wrote (a temporary folder).
     """
     seen: dict[str, DistFile] = {}
@@ -201,7 +260,35 @@ def read_dist(
     where = f"{repository}@{reference}"
     if sums_text is None:
         raise UnverifiedWheels(f"{where} has no /dist/{SUMS_NAME}")
-    sums = parse_sums(sums_text)
+    _check_sums(where, parse_sums(sums_text), seen, expected_sums)
+    wheels = [f for f in seen.values() if f.name.endswith(".whl")]
+    if not wheels:
+        raise UnverifiedWheels(f"{where}: /dist holds no wheel")
+    return sorted(seen.values(), key=lambda f: f.name)
+
+
+class LabelledBlobSource(BlobSource, Protocol):
+    """A blob source that also reads an image's labels (``ImageRegistry.labels``)."""
+
+    def labels(self, repository: str, reference: str) -> dict[str, str]: ...
+
+
+def read_labelled_dist(
+    source: LabelledBlobSource,
+    repository: str,
+    reference: str,
+    sink: Callable[[str], AbstractContextManager[IO[bytes]]] | None = None,
+) -> list[DistFile]:
+    """``read_dist`` with ``expected_sums`` from the image's ``LABEL_DIST_SUMS`` label (the sums the
+    sensor trusted); an image without the label (built before it) is checked against SHA256SUMS only."""
+    where = f"{repository}@{reference}"
+    expected = sums_from_labels(source.labels(repository, reference), where)
+    return read_dist(source, repository, reference, sink, expected_sums=expected)
+
+
+def _check_sums(where: str, sums: dict[str, str], seen: dict[str, DistFile],
+                expected_sums: Mapping[str, str] | None) -> None:
+    """/dist holds exactly the files SHA256SUMS lists, with those sha256; and SHA256SUMS is the label's."""
     if set(sums) != set(seen):
         raise UnverifiedWheels(
             f"{where}: {SUMS_NAME} lists {sorted(sums)}, /dist holds {sorted(seen)}"
@@ -209,10 +296,10 @@ def read_dist(
     bad = sorted(n for n, f in seen.items() if sums[n] != f.sha256)
     if bad:
         raise UnverifiedWheels(f"{where}: sha256 of {bad} does not match {SUMS_NAME}")
-    wheels = [f for f in seen.values() if f.name.endswith(".whl")]
-    if not wheels:
-        raise UnverifiedWheels(f"{where}: /dist holds no wheel")
-    return sorted(seen.values(), key=lambda f: f.name)
+    if expected_sums is not None and dict(expected_sums) != sums:
+        differ = sorted(set(expected_sums).symmetric_difference(sums)
+                        | {n for n in set(expected_sums) & set(sums) if expected_sums[n] != sums[n]})
+        raise UnverifiedWheels(f"{where}: label {LABEL_DIST_SUMS} disagrees with /dist/{SUMS_NAME} on {differ}")
 
 
 def file_sink(folder: Path) -> Callable[[str], AbstractContextManager[IO[bytes]]]:

@@ -18,6 +18,7 @@ from rocm_release.core.plan import (
     LABEL_BASE_DIGEST,
     LABEL_BASE_KEY,
     LABEL_COMMIT,
+    LABEL_DIST_SUMS,
     LABEL_KIND,
     LABEL_SCHEMA,
     LABEL_SOURCE,
@@ -111,6 +112,35 @@ def build_command(cli: str, request: BuildRequest, *, buildx: bool) -> list[str]
 def push_command(cli: str, tag_ref: str) -> list[str]:
     """``docker push`` of one tag."""
     return [cli, "push", tag_ref]
+
+
+# Wheels images get their /dist/SHA256SUMS as a label between build and push (``label_build_command``).
+WHEELS_IMAGE_KINDS: frozenset[ImageKind] = frozenset({"wheels", "base_wheels"})
+DIST_SUMS_PATH = "/dist/SHA256SUMS"
+# A throwaway local name for the image being labelled: BuildKit's FROM takes a name, not an image id.
+LABEL_SOURCE_REPOSITORY = "rocm-nightly-label-source"
+# ``docker create`` wants a command; a FROM-scratch image has none. The container is never started.
+NEVER_RUN = "rocm-nightly-never-run"
+
+
+def label_dockerfile(source_ref: str) -> str:
+    """The Dockerfile (sent on stdin) of the labelling build: the image as it is, no instruction added."""
+    return f"FROM {source_ref}\n"
+
+
+def label_build_command(cli: str, source_ref: str, tag_ref: str, labels: Mapping[str, str], *,
+                        buildx: bool, iidfile: Path | str) -> list[str]:
+    """A build of ``label_dockerfile(source_ref)`` from stdin (no context, no network) that adds ``labels``
+    and retags ``tag_ref``: a new image config over the very same layers (no layer is added)."""
+    args = [cli, "buildx", "build"] if buildx else [cli, "build"]
+    args += ["--progress=plain", "--network", "none", "--iidfile", str(iidfile)]
+    for key, value in sorted(labels.items()):
+        args += ["--label", f"{key}={value}"]
+    args += ["--tag", tag_ref]
+    if buildx:
+        args += ["--load"]
+    args.append("-")
+    return args
 
 
 def push_failure(what: str, code: int, output: str) -> BuildError:
@@ -210,7 +240,8 @@ def planned_commands(plan: ReleasePlan, v: VariantPlan, builds: Sequence[str], i
                      base_digest: str | None, *, cli: str = "docker") -> list[list[str]]:
     """The build and push commands ``builds`` would run (for a dry run's log).
 
-    A digest not known before the build runs appears as ``<digest of …>``.
+    A digest not known before the build runs appears as ``<digest of …>``; so do the local image
+    id and the SHA256SUMS of a wheels image's labelling build (read from the built image).
     """
     commands = []
     stages: dict[str, Stage] = {BUILD_BASE_IMAGE: "base", BUILD_WHEELS: "wheels", BUILD_RELEASE_IMAGE: "release"}
@@ -220,5 +251,11 @@ def planned_commands(plan: ReleasePlan, v: VariantPlan, builds: Sequence[str], i
             if kind != "base" and BUILD_BASE_IMAGE in builds:
                 label_digest = "<digest of the base image built above>"
             request = stage_request(plan, v, kind, inputs, label_digest)
-            commands += [build_command(cli, request, buildx=False), push_command(cli, request.tag_ref)]
+            commands.append(build_command(cli, request, buildx=False))
+            if kind in WHEELS_IMAGE_KINDS:
+                commands.append(label_build_command(
+                    cli, f"{LABEL_SOURCE_REPOSITORY}:<image id of the build above>", request.tag_ref,
+                    {LABEL_DIST_SUMS: f"<{DIST_SUMS_PATH} of the build above>"}, buildx=False,
+                    iidfile="<temporary file>"))
+            commands.append(push_command(cli, request.tag_ref))
     return commands

@@ -38,6 +38,9 @@ LABEL_VARIANT = LABEL_PREFIX + "variant"
 LABEL_KIND = LABEL_PREFIX + "kind"
 LABEL_COMMIT = "org.opencontainers.image.revision"
 LABEL_SOURCE = "org.opencontainers.image.source"
+# On wheels images: their /dist/SHA256SUMS, verbatim, put there at build time, so that a sensor
+# checks the image through its manifest, this label and HEADs of its layers without reading a wheel.
+LABEL_DIST_SUMS = LABEL_PREFIX + "dist-sha256sums"
 
 ImageKind = Literal["base", "base_wheels", "wheels", "release"]
 IMAGE_KINDS: tuple[ImageKind, ...] = ("base", "base_wheels", "wheels", "release")

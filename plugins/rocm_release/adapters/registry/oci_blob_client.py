@@ -71,6 +71,26 @@ class OciBlobClient:
         present, _ = http.outcome(resp, repository, f"HEAD blob {digest}")
         return present
 
+    def blob_size(self, repository: str, digest: str) -> int | None:
+        """HEAD the blob: its size (``Content-Length``) when present, None when absent (errors raise).
+
+        A present blob whose answer names no size is a malformed answer (Fatal): the caller
+        checks presence *and* size without reading a byte of the blob.
+        """
+        check_repository(repository)
+        check_digest(digest)
+        http = self._http
+        what = f"HEAD blob {digest}"
+        resp = http.send("HEAD", http.url(f"/v2/{repository}/blobs/{digest}"), repository,
+                         Scopes.of(repository, "pull"), follow_redirects=True)
+        present, _ = http.outcome(resp, repository, what)
+        if not present:
+            return None
+        length = resp.headers.get("content-length", "")
+        if not length.isdigit():
+            http.fatal(repository, f"{what}: the answer names no size (Content-Length {length!r})")
+        return int(length)
+
     @contextmanager
     def open_blob(self, repository: str, digest: str, *, size: int | None = None) -> Iterator[BlobReader]:
         """Stream a blob; the reader verifies size (when given) and sha256 at its end.
