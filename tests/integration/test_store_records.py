@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from rocm_release.adapters.retention import CallCount, delete_wheel_folder, read_base_folders
+from rocm_release.adapters.steps import already_published
 from rocm_release.adapters.store import (
     StorePath,
     observe_published,
@@ -238,3 +239,22 @@ def test_retention_reads_which_base_folders_each_commit_links_and_deletes_only_b
     for name in ("base", "base/..", "base/../" + COMMIT_A, "nightly", "base/x/y"):
         with pytest.raises(ValueError, match="refusing to delete"):
             delete_wheel_folder(root, store.base_url, name)
+
+
+# -- a no-op night's publish_wheels -------------------------------------------------------------------
+
+
+def test_a_folder_published_from_the_same_images_is_recognised_without_reading_a_wheel(
+    store: Store, wheels: Wheels
+) -> None:
+    where = store.commit_url(COMMIT_A)
+    images = {"wheels-image": "sha256:" + "1" * 64, "base-wheels-image": "sha256:" + "2" * 64}
+    publish_wheels(wheels.both, store.commit_folder(COMMIT_A), where, quiet, root_meta=images)
+    folder: StorePath = NoWheelReads(store.commit_folder(COMMIT_A))  # type: ignore[assignment]
+
+    same = already_published(folder, where, images)
+    rebuilt = already_published(folder, where, {**images, "wheels-image": "sha256:" + "3" * 64})
+
+    assert same is not None and rebuilt is None
+    assert [(f.filename, f.sha256, f.size, f.uploaded) for f in same] == [
+        (w.name, sha256(w), w.stat().st_size, False) for w in wheels.both]

@@ -19,12 +19,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from packaging.utils import parse_wheel_filename
+
 from rocm_release.adapters import observe
 from rocm_release.adapters.docker_build import build_stage, docker_session
 from rocm_release.adapters.git import GitCredentials, GitMirror, SourceError
 from rocm_release.adapters.images import PushedImages, alias_state, digest_of, move_alias, push_images
 from rocm_release.adapters.registry.clients import blob_registry_for, registry_for, registry_for_reference
-from rocm_release.adapters.store import observe_published, store_root
+from rocm_release.adapters.store import StorePath, linked_file, observe_published, stat_or_none, store_root
 from rocm_release.adapters.store_write import writable, write_atomic
 from rocm_release.adapters.wheel_platform import check_platform_tag
 from rocm_release.adapters.wheel_retag import retag_platform
@@ -46,7 +48,7 @@ from rocm_release.core.build_commands import BuildError, Stage, StageInputs
 from rocm_release.core.config import Project, ReleaseConfig, Variant
 from rocm_release.core.decision import Observation
 from rocm_release.core.errors import FatalError
-from rocm_release.core.index import wheel_href
+from rocm_release.core.index import IndexLink, wheel_href
 from rocm_release.core.params import ReleaseParams
 from rocm_release.core.plan import ReleasePlan, RunKind, VariantPlan, base_wheels_prefix, make_plan
 from rocm_release.core.promotion import Verdict, forwards, may_promote
@@ -221,8 +223,15 @@ def publish_variant_wheels(plan: ReleasePlan, v: VariantPlan, refs: Mapping[str,
     project's wheels into ``<store>/<commit>/<variant>/`` with pages linking both: verified, re-tagged and their
     platform tag checked (all of them before anything is uploaded), index last."""
     retrying = plan.config.retry.retrying(log)
-    registry = retrying("login to the cache registry", partial(blob_registry_for, plan.config.cache_registry))
     conn = plan.config.wheel_store.connection_id
+    images = {IMAGES_META[kind]: digest_of(refs[kind]) for kind in ("wheels", "base_wheels")}
+    done = retrying(f"check of {v.wheels_url}", partial(already_published, store_root(v.wheels_url, conn),
+                                                         v.wheels_url, images))
+    if done is not None:
+        log(f"{v.wheels_url}: published from these two wheels images already and verified (HEAD): nothing read or "
+            "uploaded")
+        return done
+    registry = retrying("login to the cache registry", partial(blob_registry_for, plan.config.cache_registry))
     base_url = base_wheels_prefix(plan.store_url, v.base_key, v.name, digest_of(refs["base_wheels"]))
     base_folder = store_root(base_url, conn)
     observed = retrying(f"check of {base_url}", partial(observe_published, base_folder, base_url))
@@ -248,10 +257,32 @@ def publish_variant_wheels(plan: ReleasePlan, v: VariantPlan, refs: Mapping[str,
                      partial(withdraw_aliases_of, v.wheels_url, aliases, log))
 
         published = publish_wheels(wheels, folder, v.wheels_url, log, retrying, before_replace=withdraw,
-                                   linked=base_links)
+                                   linked=base_links, root_meta=images)
         retrying(f"restoring the aliases of {v.wheels_url}",
                  partial(restore_aliases_of, folder, v.wheels_url, aliases, log))
         return [*published, *base_files]
+
+
+IMAGES_META = {"wheels": "wheels-image", "base_wheels": "base-wheels-image"}  # root page meta: where from
+
+
+def already_published(folder: StorePath, url: str, images: Mapping[str, str]) -> list[PublishedFile] | None:
+    """The files of ``folder`` when it is a verified publication (HEAD-class checks only) made from exactly
+    ``images`` (its root page's meta tags name them); None when it must be published."""
+    current = read_published(folder, url)
+    if current is None or any(current.meta.get(key) != value for key, value in images.items()):
+        return None
+    if not observe_published(folder, url).present:
+        return None
+    files = []
+    for link in current.links:
+        found = linked_file(folder, url, IndexLink(href=link.href, filename=link.filename, sha256=link.sha256))
+        stored = stat_or_none(found[0], link.filename, found[1]) if found else None
+        name, version, _, _ = parse_wheel_filename(link.filename)
+        files.append(PublishedFile(filename=link.filename, sha256=link.sha256, size=stored.size if stored else 0,
+                                   project=str(name), version=str(version), requires_python=link.requires_python,
+                                   uploaded=False))
+    return files
 
 
 def _wheels_of(plan: ReleasePlan, v: VariantPlan, registry: LabelledBlobSource, ref: str, folder: Path,

@@ -120,6 +120,7 @@ class Publication(Frozen):
     commit: str | None = None
     variant: str | None = None
     source: str | None = None
+    meta: dict[str, str] = {}  # every ``rocm-nightly:`` meta tag of the root page
 
 
 # --------------------------------------------------------------------------- publishing
@@ -127,7 +128,8 @@ class Publication(Frozen):
 
 def publish_wheels(wheels: Sequence[Path], folder: StorePath, where: str, log: Log,
                    retrying: Retrying = ONCE, *, before_replace: Callable[[], None] = lambda: None,
-                   linked: Sequence[PublishedLink] = ()) -> list[PublishedFile]:
+                   linked: Sequence[PublishedLink] = (), root_meta: Mapping[str, str] | None = None
+                   ) -> list[PublishedFile]:
     """Upload ``wheels`` to ``folder`` (skipping those already there) and write its PEP 503 index last.
 
     ``where`` names the folder in messages (its URL). Returns one PublishedFile
@@ -141,6 +143,7 @@ def publish_wheels(wheels: Sequence[Path], folder: StorePath, where: str, log: L
     ``before_replace`` runs before the bytes of a file already there change
     (other pages linking it: ``wheels_alias``). ``linked``: files published elsewhere that the pages
     link too (the base wheels, ``hrefs`` relative to a project page of this folder), already verified.
+    ``root_meta``: ``rocm-nightly:<key>`` meta tags for the root page (``read_published`` gives them back).
     """
     where = _slash(where)
     store = writable(folder, where)
@@ -162,7 +165,8 @@ def publish_wheels(wheels: Sequence[Path], folder: StorePath, where: str, log: L
         by_project.setdefault(link.project, []).append(IndexLink(
             href=link.href, filename=link.filename, sha256=link.sha256, requires_python=link.requires_python,
             metadata_sha256=link.metadata_sha256, upload_time=link.upload_time))
-    _write_pages(store, where, by_project, project_list(sorted(by_project)), log, retrying)
+    root = project_list(sorted(by_project))
+    _write_pages(store, where, by_project, _with_meta(root, dict(root_meta)) if root_meta else root, log, retrying)
     uploaded = {w.filename for w in upload}
     return [PublishedFile(filename=w.filename, sha256=w.sha256, size=w.size, project=w.project, version=w.version,
                           requires_python=w.requires_python, uploaded=w.filename in uploaded) for w in local]
@@ -353,6 +357,7 @@ def read_published(folder: StorePath, where: str) -> Publication | None:
         commit=meta.get("commit"),
         variant=meta.get("variant"),
         source=meta.get("source"),
+        meta=meta,
     )
 
 
