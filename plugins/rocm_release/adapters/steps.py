@@ -398,10 +398,16 @@ def image_sizes(plan: ReleasePlan, digests: Mapping[str, str], log: Log | None =
     return sizes
 
 
-def store_report(plan: ReleasePlan, report: dict[str, Any], markdown: str, log: Log | None = None) -> None:
-    """``<store>/<commit>/RELEASE.md`` and ``RELEASE.json``, each written whole (retried through outages)."""
+def store_report(plan: ReleasePlan, report: dict[str, Any], markdown: str, log: Log | None = None, *,
+                 keep_existing: bool = False) -> bool:
+    """``<store>/<commit>/RELEASE.md`` and ``RELEASE.json``, each written whole (retried through outages).
+    ``keep_existing``: write nothing when ``RELEASE.json`` is there already. True when written."""
     where = f"{plan.store_url}/{plan.commit}/"
     folder = writable(store_root(where, plan.config.wheel_store.connection_id), where)
     retrying = plan.config.retry.retrying(log or _LOG.warning)
+    if keep_existing and retrying(f"check of {where}RELEASE.json",
+                                  partial(stat_or_none, folder, "RELEASE.json", where + "RELEASE.json")):
+        return False
     for name, text in (("RELEASE.json", to_json(report)), ("RELEASE.md", markdown)):
         retrying(f"write of {where}{name}", partial(write_atomic, folder, (name,), [text.encode("utf-8")], where))
+    return True

@@ -37,6 +37,17 @@ class VariantResults(Frozen):
         return dict((self.pushed or {}).get("digests", {}))
 
 
+def changed_nothing(plan: ReleasePlan, results: dict[str, VariantResults]) -> bool:
+    """True for a night that built nothing, uploaded no wheel and moved no alias: its report only repeats
+    what the night that published the commit stored (``release_summary`` keeps that one)."""
+    return all(
+        (r := results[v.name]).decision is not None and r.decision.reuse
+        and not any(w.get("uploaded") for w in r.wheels or [])
+        and not (r.promotion or {}).get("promoted")
+        for v in plan.variants
+    )
+
+
 def _path(decision: PathDecision | None) -> str:
     if decision is None:
         return "no decision (failed early)"

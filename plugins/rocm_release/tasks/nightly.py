@@ -23,7 +23,7 @@ from rocm_release.core.config import ReleaseConfig
 from rocm_release.core.decision import current_refs, decide, reuse_refs
 from rocm_release.core.dry_run import dry_run_lines
 from rocm_release.core.plan import ReleasePlan, VariantPlan
-from rocm_release.core.report import OUTCOME_FAILED, build_report, render_markdown
+from rocm_release.core.report import OUTCOME_FAILED, build_report, changed_nothing, render_markdown
 from rocm_release.core.task_ids import REUSE_CACHED_IMAGES, XCOM_DECISION, XCOM_TIMING, in_group
 from rocm_release.tasks.context import (
     built_refs,
@@ -249,8 +249,12 @@ class ReleaseSummaryOperator(BaseOperator):
         if report["outcome"] == OUTCOME_FAILED:
             raise AirflowFailException("the release is incomplete: see the variants without digests or wheels above")
         if not plan.dry_run:
-            store_report(plan, report, markdown, self.log.info)
-            self.log.info("Stored %s and RELEASE.json", plan.summary_url)
+            noop = changed_nothing(plan, results)
+            if store_report(plan, report, markdown, self.log.info, keep_existing=noop):
+                self.log.info("Stored %s and RELEASE.json", plan.summary_url)
+            else:
+                self.log.info("Nothing changed tonight: %s keeps the report of the night that published it",
+                              plan.summary_url)
         return report
 
 

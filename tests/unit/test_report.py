@@ -1,0 +1,43 @@
+"""The release report's "nothing changed" verdict: a no-op night keeps the stored report and writes nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from rocm_release.core.decision import Observation, decide
+from rocm_release.core.plan import LABEL_BASE_DIGEST, LABEL_BASE_KEY
+from rocm_release.core.report import VariantResults, changed_nothing
+from tests.unit.test_plan import _plan
+
+DIGEST = "sha256:" + "c" * 64
+
+
+def results(*, built: bool = False, uploaded: bool = False, promoted: bool = False,
+            key: str) -> VariantResults:
+    labels = {LABEL_BASE_KEY: key, LABEL_BASE_DIGEST: DIGEST}
+    image = Observation(present=not built, digest=DIGEST, labels=labels)
+    decision = decide(base=Observation(present=True, digest=DIGEST, labels=labels), wheels_image=image,
+                      release_image=image, wheels_published=Observation(present=True), base_key=key,
+                      force_rebuild=False)
+    wheels: list[dict[str, Any]] = [{"filename": "x.whl", "uploaded": uploaded}]
+    return VariantResults(decision=decision, pushed={}, wheels=wheels, promotion={"promoted": promoted})
+
+
+@pytest.mark.parametrize("change", ["built", "uploaded", "promoted"])
+def test_a_build_an_upload_or_a_promotion_is_a_change(change: str) -> None:
+    plan = _plan("demo")
+    quiet = {v.name: results(key=v.base_key) for v in plan.variants}
+    one_changed = {**quiet, plan.variants[0].name: results(key=plan.variants[0].base_key, **{change: True})}
+
+    assert changed_nothing(plan, quiet)
+    assert not changed_nothing(plan, one_changed)
+
+
+def test_a_variant_without_a_decision_is_not_a_quiet_night() -> None:
+    plan = _plan("demo")
+    partial = {v.name: results(key=v.base_key) for v in plan.variants}
+    partial[plan.variants[-1].name] = VariantResults()
+
+    assert not changed_nothing(plan, partial)
