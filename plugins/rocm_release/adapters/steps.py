@@ -40,6 +40,7 @@ from rocm_release.adapters.wheels_image import LabelledBlobSource, file_sink, re
 from rocm_release.adapters.wheels_publish import (
     NotPublished,
     PublishedFile,
+    PublishedLink,
     publish_wheels,
     read_published,
     relative_prefix,
@@ -260,7 +261,7 @@ def publish_variant_wheels(plan: ReleasePlan, v: VariantPlan, refs: Mapping[str,
                                    linked=base_links, root_meta=images)
         retrying(f"restoring the aliases of {v.wheels_url}",
                  partial(restore_aliases_of, folder, v.wheels_url, aliases, log))
-        return [*published, *base_files]
+        return [*published, *_files_linked(base_folder, base_url, base.links, base_files)]
 
 
 IMAGES_META = {"wheels": "wheels-image", "base_wheels": "base-wheels-image"}  # root page meta: where from
@@ -274,8 +275,18 @@ def already_published(folder: StorePath, url: str, images: Mapping[str, str]) ->
         return None
     if not observe_published(folder, url).present:
         return None
+    return _files_linked(folder, url, current.links)
+
+
+def _files_linked(folder: StorePath, url: str, links: Iterable[PublishedLink],
+                  uploaded: Iterable[PublishedFile] = ()) -> list[PublishedFile]:
+    """A PublishedFile per link of a page in ``folder`` (size by HEAD); ``uploaded``: those just uploaded."""
+    now = {f.filename: f for f in uploaded}
     files = []
-    for link in current.links:
+    for link in links:
+        if link.filename in now:
+            files.append(now[link.filename])
+            continue
         found = linked_file(folder, url, IndexLink(href=link.href, filename=link.filename, sha256=link.sha256))
         stored = stat_or_none(found[0], link.filename, found[1]) if found else None
         name, version, _, _ = parse_wheel_filename(link.filename)
