@@ -125,14 +125,18 @@ def test_a_file_without_its_record_is_hashed_once_and_recorded_again(store: Stor
     assert record["sha256"] == sha256(wheels.thing) and record["size"] == wheels.thing.stat().st_size
 
 
-def test_a_record_never_vouches_for_other_bytes(store: Store, wheels: Wheels) -> None:
-    """Bytes replaced behind the publisher's back (another size): the record no longer applies, the file is
-    hashed, and the folder reads as not published."""
+@pytest.mark.parametrize("same_size", [False, True], ids=["other-size", "same-size"])
+def test_a_record_never_vouches_for_other_bytes(store: Store, wheels: Wheels, same_size: bool) -> None:
+    """Bytes replaced behind the publisher's back (another size, or one byte flipped in place): the record no
+    longer applies (size or modification time), the file is hashed, and the folder reads as not published."""
     if store.kind != "file":
         pytest.skip("file:// records")
     where = store.commit_url(COMMIT_A)
     publish_wheels(wheels.both, store.commit_folder(COMMIT_A), where, quiet)
-    (Path(urlsplit(where).path) / wheels.thing.name).write_bytes(b"someone else's bytes")
+    on_disk = Path(urlsplit(where).path) / wheels.thing.name
+    data = bytearray(on_disk.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    on_disk.write_bytes(bytes(data) if same_size else b"someone else's bytes")
 
     observed = observe_published(store.commit_folder(COMMIT_A), where)
 

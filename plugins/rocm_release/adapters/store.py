@@ -11,10 +11,11 @@ written (``store_write.write_atomic``) and read back with one HEAD-class request
 * ``s3://``: user metadata of the object itself (``x-amz-meta-sha256``, ``x-amz-meta-uploaded``), written by
   the same PUT or multipart upload as the bytes (each part checksummed by S3), so object and record
   appear together or not at all. ``stat_or_none`` is one ``HeadObject``.
-* ``file://``: a record file beside it (``.<name>.stored.json``: sha256, size, upload time), written after
-  the file is renamed into place and removed before a file is replaced. A missing record, or one whose
-  size disagrees with the file, means "not recorded": the caller hashes the file (a store written before
-  records existed, or a write interrupted between file and record).
+* ``file://``: a record file beside it (``.<name>.stored.json``: sha256, size, upload time and the file's
+  modification time), written after the file is renamed into place and removed before a file is replaced.
+  A missing record, or one whose size or modification time disagrees with the file (it was written since),
+  means "not recorded": the caller hashes the file (a store written before records existed, a write
+  interrupted between file and record, bytes changed behind the publisher's back).
 """
 
 from __future__ import annotations
@@ -146,7 +147,8 @@ def stat_or_none(folder: StorePath, name: str, where: str) -> StoredFile | None:
             sha = meta.get("sha256")
             return StoredFile(int(head["ContentLength"]), sha if sha and _HEX64.fullmatch(sha) else None,
                               meta.get("uploaded"))
-        size = int(target.stat().st_size)
+        stat = target.stat()
+        size, mtime = int(stat.st_size), stat.st_mtime
         record_text = read_text_or_none(folder / record_name(name), where + RECORD_SUFFIX)
     except FileNotFoundError:
         return None
@@ -155,13 +157,14 @@ def stat_or_none(folder: StorePath, name: str, where: str) -> StoredFile | None:
     except Exception as exc:  # noqa: BLE001 - see read_text_or_none
         raise classify(exc, where) from exc
     record = _record(record_text)
-    if record is None or record.size != size:
+    if record is None or record[0].size != size or record[1] != mtime:  # written since it was recorded
         return StoredFile(size, None, None)
-    return record
+    return record[0]
 
 
-def _record(text: str | None) -> StoredFile | None:
-    """A ``file://`` record's content (None: missing or not one of ours)."""
+def _record(text: str | None) -> tuple[StoredFile, float] | None:
+    """A ``file://`` record's content and the file's modification time it was made for (None: missing or not
+    one of ours)."""
     try:
         found = json.loads(text) if text else None
     except ValueError:
@@ -171,8 +174,10 @@ def _record(text: str | None) -> StoredFile | None:
     size = found.get("size")
     if not isinstance(size, int) or isinstance(size, bool):
         return None
-    uploaded = found.get("uploaded")
-    return StoredFile(size, str(found["sha256"]), uploaded if isinstance(uploaded, str) else None)
+    uploaded, mtime = found.get("uploaded"), found.get("mtime")
+    if not isinstance(mtime, int | float) or isinstance(mtime, bool):
+        return None
+    return StoredFile(size, str(found["sha256"]), uploaded if isinstance(uploaded, str) else None), float(mtime)
 
 
 def verified_sha256(folder: StorePath, name: str, where: str) -> tuple[StoredFile, str] | None:

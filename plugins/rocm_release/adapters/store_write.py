@@ -129,7 +129,9 @@ def _write_local(parent: WritableStorePath, name: str, checked: _Checked, record
         temporary.unlink(missing_ok=True)
         raise
     if record:
-        text = json.dumps({"sha256": checked.expected, "size": checked.size, "uploaded": uploaded})
+        written: Any = parent / name
+        text = json.dumps({"sha256": checked.expected, "size": checked.size, "uploaded": uploaded,
+                           "mtime": written.stat().st_mtime})
         write_atomic(parent, (record_name(name),), [text.encode()], "")
 
 
@@ -138,7 +140,8 @@ def record_local(folder: WritableStorePath, name: str, sha256: str, size: int, w
     HEAD-class again. Object stores keep what they have (their record is set by the upload itself)."""
     if is_local(folder):
         uploaded = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        text = json.dumps({"sha256": sha256, "size": size, "uploaded": uploaded})
+        found: Any = folder / name
+        text = json.dumps({"sha256": sha256, "size": size, "uploaded": uploaded, "mtime": found.stat().st_mtime})
         write_atomic(folder, (record_name(name),), [text.encode()], where)
 
 
