@@ -2,7 +2,9 @@
 
 Every benchmark script ends in :func:`main`: it runs the benchmark, prints its
 section of RESULTS.md, and with ``--json PATH`` also writes the result for
-``run_all.py``, which assembles RESULTS.md from all six.
+``run_all.py``, which assembles RESULTS.md from all of them. A result's ``keys``
+(flat, dotted names → numbers) are what ``run_all.py`` merges into
+``bench/results.json``, for tools and acceptance checks.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class Result:
     ratios: list[Ratio] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict)
+    # Headline figures for bench/results.json: "<benchmark>.<figure>" → a number (seconds, bytes, a ratio).
+    keys: dict[str, float | int] = field(default_factory=dict)
     seconds: float = 0.0
     error: str | None = None
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Run the six benchmarks, print their figures, and rewrite bench/RESULTS.md.
+"""Run the six benchmarks, print their figures, and rewrite bench/RESULTS.md and bench/results.json.
 
 Each benchmark runs as its own process (``bench/<name>.py --json …``), one after
 the other, so that a failure in one is reported and the others still run, and
@@ -8,11 +8,15 @@ machine's load and the other work on it are sampled (the machine is shared).
 
     .venv/bin/python bench/run_all.py                 # all six; rewrites bench/RESULTS.md (`make bench`)
     .venv/bin/python bench/run_all.py --only promotion,dag_parsing --no-write
+
+bench/results.json is one flat JSON object, the ``keys`` of every benchmark's result merged
+(sorted); a run of a subset (``--only``) updates the keys it reports and keeps the others.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -25,6 +29,7 @@ from report import Result, fmt_ratio, fmt_seconds, render
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
+RESULTS_JSON = HERE / "results.json"
 BENCHMARKS = {  # key → script, in the order they run
     "promotion": "promotion.py",
     "wheels": "wheels_extraction.py",
@@ -87,10 +92,29 @@ def results_markdown(results: list[Result], machine: dict[str, str], other: tupl
     return "\n".join(lines).rstrip() + "\n"
 
 
+def merged_keys(results: list[Result], previous: dict[str, float | int] | None) -> dict[str, float | int]:
+    """The keys of ``results`` over ``previous`` (the file's keys, when only some benchmarks ran), sorted."""
+    keys = dict(previous or {})
+    for result in results:
+        for name, value in result.keys.items():
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise TypeError(f"{result.key}: results.json key {name!r} is not a number: {value!r}")
+            keys[name] = value
+    return dict(sorted(keys.items()))
+
+
+def write_keys(results: list[Result], subset: bool) -> None:
+    """Rewrite bench/results.json: the keys of this run, and with a subset, the file's other keys too."""
+    previous = json.loads(RESULTS_JSON.read_text()) if subset and RESULTS_JSON.exists() else None
+    RESULTS_JSON.write_text(json.dumps(merged_keys(results, previous), indent=2) + "\n")
+    print(f"wrote {RESULTS_JSON}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help=f"comma-separated subset of {', '.join(BENCHMARKS)}")
-    parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md as it is")
+    parser.add_argument("--no-write", action="store_true",
+                        help="print only; leave bench/RESULTS.md and bench/results.json as they are")
     args = parser.parse_args()
     chosen = [k.strip() for k in args.only.split(",")] if args.only else list(BENCHMARKS)
     unknown = [k for k in chosen if k not in BENCHMARKS]
@@ -125,6 +149,7 @@ def main() -> int:
         else:
             RESULTS.write_text(results_markdown(results, machine, other, total))
             print(f"wrote {RESULTS}")
+        write_keys(results, subset=set(chosen) != set(BENCHMARKS))
     return 1 if any(r.error for r in results) else 0
 
 

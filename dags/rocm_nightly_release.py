@@ -89,7 +89,6 @@ with DAG(
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    params=release_params(CONFIG),
     default_args={"owner": "release-engineering", "retries": 0},
     tags=["release", "rocm", "nightly"],
 ) as dag:
@@ -126,3 +125,9 @@ with DAG(
             [build_release, reuse] >> push
             [build_wheels, build_release, reuse] >> publish
             [push, publish] >> promote >> summary
+
+# The Params are attached once the tasks exist. A task created while the DAG has Params carries its own deep
+# copy of them, which the dag-processor validates again (jsonschema) for every task on every parse: most of
+# the parse time with 12 variants. A running task reads the DAG's Params (Airflow merges the DAG's, then its
+# own), so each task sees the same Params either way; the trigger form and its validation are the DAG's.
+dag.params = release_params(CONFIG)

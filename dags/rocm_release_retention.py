@@ -76,7 +76,6 @@ with DAG(
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    params=retention_params(CONFIG),
     default_args={"owner": "release-engineering", "retries": 0},
     tags=["release", "rocm", "retention"],
 ) as dag:
@@ -85,3 +84,6 @@ with DAG(
     apply = ApplyRetentionOperator(task_id=ids.APPLY_RETENTION, pool=ids.PUBLISHING_POOL, **IO_RETRIES)
 
     plan >> apply
+
+# Attached once the tasks exist, so that no task carries a copy of them (as in rocm_nightly_release.py).
+dag.params = retention_params(CONFIG)

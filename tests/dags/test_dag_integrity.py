@@ -120,3 +120,16 @@ def test_parsing_needs_no_network() -> None:
     # A fresh network namespace has no interface up, not even loopback: any connection fails.
     result = _parse_in_subprocess(["unshare", "--net"])
     assert result["errors"] == {} and set(result["dags"]) == EXPECTED_DAG_IDS
+
+
+def test_params_live_on_the_dag_alone(dagbag) -> None:
+    """No task carries a copy of the Params (the dag-processor would validate every copy on every parse);
+    at run time Airflow merges the DAG's Params into each task's, so every task still sees them all."""
+    from airflow.sdk.definitions.param import process_params
+
+    for dag in dagbag.dags.values():
+        assert dag.params, dag.dag_id
+        assert [t.task_id for t in dag.tasks if t.params] == [], dag.dag_id
+        defaults = {name: dag.params[name] for name in dag.params}
+        for task in dag.tasks:
+            assert process_params(dag, task, {}, suppress_exception=False) == defaults, task.task_id

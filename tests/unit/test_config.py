@@ -128,3 +128,11 @@ def test_not_a_mapping_and_not_yaml() -> None:
         parse_config("- a\n- b\n", "list.yaml")
     with pytest.raises(ConfigError, match="not valid YAML"):
         parse_config("a: [\n", "broken.yaml")
+
+
+def test_a_yaml_error_quotes_the_bad_line() -> None:
+    # The config is read with libyaml's loader when there is one; its errors do not show the line, so
+    # a document it rejects is read again by the pure-Python loader for the message.
+    quoted = r"(?s)broken\.yaml: not valid YAML: .*line 2, column 10:\n +name: x: y\n +\^"
+    with pytest.raises(ConfigError, match=quoted):
+        parse_config("project:\n  name: x: y\n", "broken.yaml")

@@ -2,7 +2,9 @@
 function (``core.*`` or ``adapters.steps``) and returns the XCom.
 
 Heavy clients (git, registries, docker) are imported inside ``execute`` so that parsing the DAG
-stays fast and needs no network. Every method that runs goes through ``policy.fail_fast``.
+stays fast and needs no network; so are the core's run-time models (plan, decision, report) and the
+XCom hand-off (``tasks.context``), which only a running task needs. Every method that runs goes
+through ``policy.fail_fast``.
 Only ``resolve_release`` reads the config (the DAG file hands it over at parse time); it freezes
 it into the plan, and every later task builds its clients from ``plan.config``.
 """
@@ -12,31 +14,19 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.operators.branch import BaseBranchOperator
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from rocm_release.core.build_commands import Stage
-from rocm_release.core.config import ReleaseConfig
-from rocm_release.core.decision import current_refs, decide, reuse_refs
-from rocm_release.core.dry_run import dry_run_lines
-from rocm_release.core.plan import ReleasePlan, VariantPlan
-from rocm_release.core.report import OUTCOME_FAILED, build_report, changed_nothing, render_markdown
 from rocm_release.core.task_ids import REUSE_CACHED_IMAGES, XCOM_DECISION, XCOM_TIMING, in_group
-from rocm_release.tasks.context import (
-    built_refs,
-    decision_from_xcom,
-    observations,
-    plan_from_xcom,
-    pushed_digests,
-    release_time,
-    run_kind,
-    validated_params,
-    variant_results,
-)
 from rocm_release.tasks.policy import fail_fast
+
+if TYPE_CHECKING:
+    from rocm_release.core.build_commands import Stage
+    from rocm_release.core.config import ReleaseConfig
+    from rocm_release.core.plan import ReleasePlan, VariantPlan
 
 
 class ResolveReleaseOperator(BaseOperator):
@@ -53,6 +43,7 @@ class ResolveReleaseOperator(BaseOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         """Validate everything before any side effect, then resolve the commit and the parents."""
         from rocm_release.adapters.steps import resolve_plan
+        from rocm_release.tasks.context import release_time, run_kind, validated_params
 
         config = self.release_config
         kind = run_kind(context["dag_run"].run_type)
@@ -81,6 +72,9 @@ class ChoosePathOperator(BaseBranchOperator):
     def choose_branch(self, context: Any) -> Iterable[str]:
         """Decide, log why, hand the decision on through XCom, and return the tasks to run."""
         from rocm_release.adapters.docker_build import docker_cli
+        from rocm_release.core.decision import decide
+        from rocm_release.core.dry_run import dry_run_lines
+        from rocm_release.tasks.context import observations, plan_from_xcom
 
         plan = plan_from_xcom(context)
         v = plan.variant(self.variant)
@@ -111,6 +105,9 @@ class ReuseCachedImagesOperator(BaseOperator):
     @fail_fast
     def execute(self, context: Any) -> dict[str, str]:
         """The four digests of the variant, as observed."""
+        from rocm_release.core.decision import reuse_refs
+        from rocm_release.tasks.context import decision_from_xcom, plan_from_xcom
+
         refs = reuse_refs(plan_from_xcom(context), decision_from_xcom(context, self.variant))
         for kind, ref in refs.items():
             self.log.info("%s %s: reusing %s", self.variant, kind, ref)
@@ -133,6 +130,9 @@ class _Timed(BaseOperator):
 
 def _refs(context: Any, plan: ReleasePlan, variant: str) -> dict[str, str]:
     """The pinned refs of a variant's four images: built in this run over observed."""
+    from rocm_release.core.decision import current_refs
+    from rocm_release.tasks.context import built_refs, decision_from_xcom
+
     return current_refs(plan, decision_from_xcom(context, variant), built_refs(context, variant))
 
 
@@ -154,6 +154,7 @@ class BuildImageOperator(_Timed):
     def execute(self, context: Any) -> dict[str, str]:
         """Export the source at the commit, build, push; return kind → ``repo@sha256:…``."""
         from rocm_release.adapters.steps import build_variant_stage
+        from rocm_release.tasks.context import plan_from_xcom
 
         plan = plan_from_xcom(context)
         base_ref = None if self.stage == "base" else _refs(context, plan, self.variant).get("base")
@@ -169,6 +170,8 @@ class _VariantOperator(_Timed):
         self.variant = variant
 
     def _plan(self, context: Any) -> tuple[ReleasePlan, VariantPlan]:
+        from rocm_release.tasks.context import plan_from_xcom
+
         plan = plan_from_xcom(context)
         if self.variant not in [v.name for v in plan.variants]:
             raise AirflowSkipException(f"variant {self.variant} is not selected in this run")
@@ -222,6 +225,7 @@ class PromoteNightlyOperator(_VariantOperator):
         """Promote if this run may, and only if that is not a step back; say why either way."""
         from rocm_release.adapters.images import digest_of
         from rocm_release.adapters.steps import promote_variant
+        from rocm_release.tasks.context import pushed_digests
 
         plan, v = self._plan(context)
         digests = pushed_digests(context, self.variant) or {
@@ -238,6 +242,8 @@ class ReleaseSummaryOperator(BaseOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         """Gather what the tasks handed on, print the report, and store it next to the wheels."""
         from rocm_release.adapters.steps import image_sizes, store_report
+        from rocm_release.core.report import OUTCOME_FAILED, build_report, changed_nothing, render_markdown
+        from rocm_release.tasks.context import plan_from_xcom, variant_results
 
         plan = plan_from_xcom(context)
         results = {v.name: variant_results(context, v.name) for v in plan.variants}

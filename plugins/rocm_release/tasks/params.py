@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from airflow.sdk import Asset, Param
 
-from rocm_release.core.config import ReleaseConfig
 from rocm_release.core.names import COMMITISH_RE
+
+if TYPE_CHECKING:
+    from rocm_release.core.config import ReleaseConfig
 
 
 def release_params(config: ReleaseConfig) -> dict[str, Param]:

@@ -3,8 +3,9 @@
 ``plan_retention`` reads the nightly runs in progress, lists, reads labels, plans and prints every
 decision; ``apply_retention`` reads the runs, the aliases, the tags and untagged images once more and
 deletes what the plan named and still may go, unless the run is a dry run. The config is the one the
-DAG file parsed, frozen into ``plan_retention``'s XCom for ``apply_retention``. Heavy clients are
-imported inside ``execute`` so that parsing the DAG stays fast and offline.
+DAG file parsed, frozen into ``plan_retention``'s XCom for ``apply_retention``. Heavy clients, the
+core's run-time models and the XCom hand-off are imported where a running task needs them, so that
+parsing the DAG stays fast and offline.
 
 Task code has no database session in Airflow 3: the nightly runs in progress are read through the Task
 SDK's calls to the execution API (the task instance's ``get_dr_count``, ``get_task_states``,
@@ -13,15 +14,13 @@ SDK's calls to the execution API (the task instance's ``get_dr_count``, ``get_ta
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
 from rocm_release.core.config import ReleaseConfig
 from rocm_release.core.errors import HandOffError
-from rocm_release.core.params import parse_retention_params
-from rocm_release.core.retention_model import RunInUse
 from rocm_release.core.task_ids import (
     IMAGE_PRODUCERS,
     NIGHTLY_DAG_ID,
@@ -30,8 +29,10 @@ from rocm_release.core.task_ids import (
     RESOLVE_RELEASE,
     in_group,
 )
-from rocm_release.tasks.context import raw_params, run_kind
 from rocm_release.tasks.policy import fail_fast
+
+if TYPE_CHECKING:
+    from rocm_release.core.retention_model import RunInUse
 
 ACTIVE_RUN_STATES = ("queued", "running")
 FINISHED_TASK_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
@@ -51,6 +52,8 @@ def _candidates(ti: Any) -> list[str]:
 
 def _read_run(ti: Any, run_id: str, state: str) -> RunInUse:
     """What a run in progress uses: its plan's commit and bases, the digests its builds handed on."""
+    from rocm_release.core.retention_model import RunInUse
+
     plan = ti.xcom_pull(dag_id=NIGHTLY_DAG_ID, task_ids=RESOLVE_RELEASE, run_id=run_id)
     run = RunInUse.from_hand_off(run_id, state, plan)
     refs = [ti.xcom_pull(dag_id=NIGHTLY_DAG_ID, task_ids=in_group(variant, task), run_id=run_id)
@@ -85,6 +88,9 @@ def runs_in_use(ti: Any, log: Any) -> tuple[RunInUse, ...]:
 def retention_settings(context: Any, config: ReleaseConfig) -> tuple[bool, int]:
     """(dry run?, commits to keep) for this run. A manual run is a dry run unless it says
     ``dry_run=false``; a scheduled run never is (its Params are the defaults nobody chose)."""
+    from rocm_release.core.params import parse_retention_params
+    from rocm_release.tasks.context import raw_params, run_kind
+
     params = parse_retention_params(raw_params(context))
     scheduled = run_kind(context["dag_run"].run_type) == "scheduled"
     return (False if scheduled else params.dry_run), params.keep_commits or config.retention.keep_commits

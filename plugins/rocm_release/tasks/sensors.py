@@ -18,15 +18,16 @@ connection.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowSkipException
 
 from rocm_release.core.errors import TransientError
-from rocm_release.core.task_ids import Artifact
-from rocm_release.tasks.context import plan_from_xcom
 from rocm_release.tasks.policy import fail_fast
+
+if TYPE_CHECKING:
+    from rocm_release.core.task_ids import Artifact
 
 
 class ArtifactSensor(BaseSensorOperator):
@@ -50,6 +51,7 @@ class ArtifactSensor(BaseSensorOperator):
     def poke(self, context: Any) -> bool | PokeReturnValue:
         """One observation: PokeReturnValue on an answer, False on an outage, fail on a fatal error."""
         from rocm_release.adapters.steps import observe_artifact
+        from rocm_release.tasks.context import plan_from_xcom
 
         plan = plan_from_xcom(context)
         if self.variant not in [v.name for v in plan.variants]:
