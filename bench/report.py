@@ -38,6 +38,8 @@ class Result:
     ratios: list[Ratio] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict)
+    # Named figures for bench/results.json (``scale.noop_night.bytes_read_per_variant``…): numbers only.
+    keys: dict[str, float | int] = field(default_factory=dict)
     seconds: float = 0.0
     error: str | None = None
 

@@ -32,6 +32,7 @@ BENCHMARKS = {  # key → script, in the order they run
     "source_night": "source_night.py",
     "dag_parsing": "dag_parsing.py",
     "retention": "retention_scale.py",
+    "scale": "scale.py",
 }
 TIMEOUT = 3600
 
