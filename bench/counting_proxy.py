@@ -9,7 +9,8 @@ client sent it, so a registry's upload ``Location`` points back at the proxy.
 What it counts, per *phase* (a label the benchmark switches between steps:
 ``night1/sensors``, ``night1/builds``…): requests by method, request body bytes
 (*written* to the service) and response body bytes (*read* from it). Headers are
-not counted. ``Expect: 100-continue`` is answered by the proxy itself.
+not counted. ``Expect: 100-continue`` is answered by the proxy itself. A response the
+client hangs up on is counted up to that point and listed in ``aborted``.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class CountingProxy:
         self.upstream = (host, int(port))
         self.phase = "setup"
         self.tallies: dict[str, Tally] = {}
+        self.aborted: list[str] = []  # responses the client hung up on, counted up to that point
         self._lock = threading.Lock()
         proxy = self
 
@@ -171,16 +173,26 @@ class _ForwardingHandler(BaseHTTPRequestHandler):
             self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         read = 0
-        if not bodiless:
-            while piece := resp.read(PIECE):
-                read += len(piece)
-                self.wfile.write(b"%x\r\n%b\r\n" % (len(piece), piece) if chunked_out else piece)
-            if chunked_out:
-                self.wfile.write(b"0\r\n\r\n")
-        else:
-            resp.read()
-        self.wfile.flush()
-        self.owner.count(phase, read=read)
+        try:
+            if not bodiless:
+                while piece := resp.read(PIECE):
+                    self.wfile.write(b"%x\r\n%b\r\n" % (len(piece), piece) if chunked_out else piece)
+                    read += len(piece)
+                if chunked_out:
+                    self.wfile.write(b"0\r\n\r\n")
+            else:
+                resp.read()
+            self.wfile.flush()
+        except OSError:
+            # The client hung up mid-body (it had what it wanted): count what it was sent, say so.
+            self.owner.aborted.append(f"{phase} {self.command} {self.path} after {read} bytes")
+            self.close_connection = True
+            if self.upstream_conn is not None:
+                self.upstream_conn.close()
+                self.upstream_conn = None
+            return
+        finally:
+            self.owner.count(phase, read=read)
         if resp.will_close and self.upstream_conn is not None:
             self.upstream_conn.close()
             self.upstream_conn = None

@@ -183,6 +183,8 @@ def report(result: Result, world: ScaleWorld, nights: list[Night], storage: dict
         "Reference way (computed from the same wheel sizes): the first night uploads the base wheels to its "
         "cache folder and every wheel to `rocm/<commit>/<variant>/`; every later night, a no-op one included, "
         "downloads the base wheels from that cache and uploads every wheel again.",
+        "Responses a client hung up on (counted up to there): " + ("; ".join(
+            f"{name}: {line}" for name, proxy in world.proxies.items() for line in proxy.aborted) or "none") + ".",
         "Promotion is on (`scheduled` runs): `promote_variant` reads the demo history's git repository.",
         "Step breakdown (store requests by method, per night): " + "; ".join(
             f"{x.name}: " + ", ".join(f"{step} {_requests(x.total('store', step))}" for step in STEPS
