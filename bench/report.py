@@ -2,7 +2,7 @@
 
 Every benchmark script ends in :func:`main`: it runs the benchmark, prints its
 section of RESULTS.md, and with ``--json PATH`` also writes the result for
-``run_all.py``, which assembles RESULTS.md from all six.
+``run_all.py``, which assembles RESULTS.md from all seven.
 """
 
 from __future__ import annotations

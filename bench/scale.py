@@ -20,6 +20,7 @@ from the same wheel sizes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 import time
@@ -28,7 +29,7 @@ from pathlib import Path
 from local_services import Services, run_id
 from registry_traffic import human_bytes
 from report import Ratio, Result, fmt_seconds, main, progress, ratio
-from scale_world import SERVICES, Night, ScaleWorld
+from scale_world import SERVICES, DiskWatch, Night, ScaleWorld
 
 GIB = 1 << 30
 NIGHTS = (("first", "initial", "first night (nothing exists)"),
@@ -60,13 +61,21 @@ def run(args: argparse.Namespace, result: Result) -> None:
     root = Path(tempfile.mkdtemp(prefix="rocm-nightly-bench-scale-"))
     world = ScaleWorld(services, rid, root, variants=args.variants, base_bytes=base_bytes,
                        project_bytes=project_bytes)
-    from scale_world import DiskWatch
-
     disk = DiskWatch(root)
     disk.start()
     nights: list[Night] = []
+    # Airflow's and the steps' log lines go to stderr with the progress lines: stdout is the section.
+    with contextlib.redirect_stdout(sys.stderr):
+        fabricate_seconds, storage = _nights(world, disk, nights, result)
+    assert world.factory is not None
+    report(result, world, nights, storage, fabricate_seconds, disk.peak)
+
+
+def _nights(world: ScaleWorld, disk: DiskWatch, nights: list[Night], result: Result) -> tuple[float, dict[str, int]]:
+    """Set up, fabricate, run the three nights into ``nights``, list the bucket; clean up whatever happens."""
     try:
-        progress(f"setting up in {root}: history, bucket {world.bucket}, proxies, plans")
+        progress(f"setting up in {world.root}: history, bucket {world.bucket}, proxies, plans")
+        registry_before = world.registry_bytes()
         world.setup()
         started = time.monotonic()
         progress("fabricating wheels and layers")
@@ -77,6 +86,11 @@ def run(args: argparse.Namespace, result: Result) -> None:
             nights.append(world.night(name, label))
             progress(f"  {fmt_seconds(nights[-1].seconds)}; builds {nights[-1].builds}")
         storage = world.storage()
+        grown = world.registry_bytes() - registry_before
+        result.raw["registry_storage_growth_bytes"] = grown
+        result.notes.append(f"The shared registries' storage grew by {human_bytes(grown)} during the run (blobs "
+                            "stay until a registry GC; the wheels' bytes are seeded, so a rerun pushes the same "
+                            "blobs and adds only configs and manifests).")
     except BaseException:
         result.notes.append("last step log lines: " + " | ".join(list(world.log_lines)[-15:]))
         raise
@@ -85,8 +99,7 @@ def run(args: argparse.Namespace, result: Result) -> None:
         problems = world.cleanup()
         if problems:
             result.notes.append("cleanup problems: " + "; ".join(problems))
-    assert world.factory is not None
-    report(result, world, nights, storage, fabricate_seconds, disk.peak)
+    return fabricate_seconds, storage
 
 
 def _wheel_sizes(world: ScaleWorld) -> tuple[dict[str, int], dict[str, dict[str, int]]]:

@@ -64,6 +64,18 @@ class Night:
         return out
 
 
+def folder_bytes(folder: Path) -> int:
+    """The bytes of every file under ``folder``."""
+    total = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
 class DiskWatch:
     """The largest size a folder reached (sampled every second from a thread)."""
 
@@ -72,14 +84,7 @@ class DiskWatch:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _size(self) -> int:
-        total = 0
-        for root, _dirs, files in os.walk(self.folder):
-            for name in files:
-                try:
-                    total += os.lstat(os.path.join(root, name)).st_size
-                except OSError:
-                    pass
-        return total
+        return folder_bytes(self.folder)
 
     def _run(self) -> None:
         while not self._stop.wait(1.0):
@@ -240,6 +245,10 @@ class ScaleWorld:
         return current_refs(plan, decision, built), list(decision.builds)
 
     # -- after the nights -----------------------------------------------------------------------
+
+    def registry_bytes(self) -> int:
+        """The shared registries' storage (blobs stay there after the run, until a registry GC)."""
+        return sum(folder_bytes(self.services.registry_storage(name)) for name in ("cache", "public"))
 
     def storage(self) -> dict[str, int]:
         """Bytes in the bucket by folder: ``<commit>/<variant>/``, ``nightly/…``, any other top folder."""
