@@ -2,7 +2,7 @@
 
 Every benchmark script ends in :func:`main`: it runs the benchmark, prints its
 section of RESULTS.md, and with ``--json PATH`` also writes the result for
-``run_all.py``, which assembles RESULTS.md from all of them. A result's ``keys``
+``run_all.py``, which assembles RESULTS.md from all seven. A result's ``keys``
 (flat, dotted names → numbers) are what ``run_all.py`` merges into
 ``bench/results.json``, for tools and acceptance checks.
 """

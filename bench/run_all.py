@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""Run the six benchmarks, print their figures, and rewrite bench/RESULTS.md and bench/results.json.
+"""Run the seven benchmarks, print their figures, and rewrite bench/RESULTS.md and bench/results.json.
 
 Each benchmark runs as its own process (``bench/<name>.py --json …``), one after
 the other, so that a failure in one is reported and the others still run, and
 so that each cleans up what it made before the next starts. Meanwhile the
 machine's load and the other work on it are sampled (the machine is shared).
 
-    .venv/bin/python bench/run_all.py                 # all six; rewrites bench/RESULTS.md (`make bench`)
+    .venv/bin/python bench/run_all.py                 # all seven; rewrites bench/RESULTS.md (`make bench`)
     .venv/bin/python bench/run_all.py --only promotion,dag_parsing --no-write
 
 bench/results.json is one flat JSON object, the ``keys`` of every benchmark's result merged
@@ -37,6 +37,7 @@ BENCHMARKS = {  # key → script, in the order they run
     "source_night": "source_night.py",
     "dag_parsing": "dag_parsing.py",
     "retention": "retention_scale.py",
+    "scale": "scale.py",
 }
 TIMEOUT = 3600
 
