@@ -49,7 +49,7 @@ from rocm_release.core.build_commands import BuildError, Stage, StageInputs
 from rocm_release.core.config import Project, ReleaseConfig, Variant
 from rocm_release.core.decision import Observation
 from rocm_release.core.errors import FatalError
-from rocm_release.core.index import IndexLink, wheel_href
+from rocm_release.core.index import IndexLink, IndexPageError, wheel_href
 from rocm_release.core.params import ReleaseParams
 from rocm_release.core.plan import ReleasePlan, RunKind, VariantPlan, base_wheels_prefix, make_plan
 from rocm_release.core.promotion import Verdict, forwards, may_promote
@@ -270,7 +270,10 @@ IMAGES_META = {"wheels": "wheels-image", "base_wheels": "base-wheels-image"}  # 
 def already_published(folder: StorePath, url: str, images: Mapping[str, str]) -> list[PublishedFile] | None:
     """The files of ``folder`` when it is a verified publication (HEAD-class checks only) made from exactly
     ``images`` (its root page's meta tags name them); None when it must be published."""
-    current = read_published(folder, url)
+    try:
+        current = read_published(folder, url)
+    except IndexPageError:  # a page missing or broken: not a publication, published again
+        return None
     if current is None or any(current.meta.get(key) != value for key, value in images.items()):
         return None
     if not observe_published(folder, url).present:
