@@ -119,15 +119,13 @@ class _ForwardingHandler(BaseHTTPRequestHandler):
                     while self.rfile.readline() not in (b"\r\n", b"\n", b""):
                         pass
                     return
-                left = size
-                while left:
-                    piece = self.rfile.read(min(left, PIECE))
-                    if not piece:
-                        raise ConnectionError("client closed mid-body")
-                    left -= len(piece)
-                    yield piece
+                yield from self._exactly(size)
                 self.rfile.readline()
-        left = int(self.headers.get("Content-Length") or 0)
+        yield from self._exactly(int(self.headers.get("Content-Length") or 0))
+
+    def _exactly(self, size: int) -> Iterator[bytes]:
+        """``size`` bytes of the request, in pieces as they arrive."""
+        left = size
         while left:
             piece = self.rfile.read(min(left, PIECE))
             if not piece:
