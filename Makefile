@@ -70,7 +70,7 @@ test: lock-check lint services-up  ## the whole suite, against real local servic
 demo: services-up  ## the main job on the embedded default (the demo config)
 	$(PY) include/scripts/demo.py
 
-bench: services-up  ## benchmarks; rewrites bench/RESULTS.md
+bench: services-up  ## benchmarks; rewrites bench/RESULTS.md and bench/results.json (`bench/run_all.py --only scale`: the vLLM-size one alone)
 	$(PY) bench/run_all.py
 
 clean: services-down  ## stop services and remove the venv and the state folder
