@@ -69,6 +69,9 @@ APT_PACKAGES: dict[str, tuple[str, ...]] = {
     "docker.io": (DOCKERD, DOCKER_CLI),
     "docker-registry": (REGISTRY_BIN,),
     "debootstrap": (DEBOOTSTRAP,),
+    # The platform-tag tests compile small C libraries (tests/support/wheels.py: compile_library).
+    "gcc": ("/usr/bin/gcc",),
+    "libc6-dev": ("/usr/include/stdio.h",),
 }
 
 BASE_SUITE = "bookworm"
