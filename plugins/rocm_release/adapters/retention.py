@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from rocm_release.adapters.registry.oci_manifest import MalformedManifest, manifest_references
-from rocm_release.adapters.store import classify
+from rocm_release.adapters.store import base_folder_of, classify
 from rocm_release.adapters.wheels_publish import read_published
 from rocm_release.core.config import ReleaseConfig
 from rocm_release.core.frozen import Frozen
@@ -258,8 +258,8 @@ def read_base_folders(store: FolderStore, store_url: str, folders: Sequence[str]
             where = f"{store_url}/{commit}/{variant}/"
             publication = read_published(store / commit / variant, where)
             calls.add("store read", 1 + (len(publication.projects) if publication else 0))
-            linked |= {link.href.split("/")[4] for link in (publication.links if publication else ())
-                       if link.href.startswith(f"../../../{BASE_FOLDER}/") and link.href.count("/") == 5}
+            linked |= {base for link in (publication.links if publication else ())
+                       if (base := base_folder_of(link.href)) is not None}
         links[commit] = frozenset(linked)
     return {"base_folders": base_folders, "base_links": links}
 

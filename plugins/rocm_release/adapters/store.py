@@ -261,10 +261,20 @@ def linked_file(folder: StorePath, where: str, link: IndexLink) -> tuple[StorePa
     parts = link.href.split("/")
     if len(parts) == 2 and parts[0] == "..":
         return folder, f"{where}{link.filename}"
-    if len(parts) == 6 and parts[:4] == ["..", "..", "..", BASE_FOLDER] and PLAIN_NAME.fullmatch(parts[4]):
+    base = base_folder_of(link.href)
+    if base is not None:
         up: Any = folder
         store_url = where.rstrip("/").rsplit("/", 2)[0]
-        return up.parent.parent / BASE_FOLDER / parts[4], f"{store_url}/{BASE_FOLDER}/{parts[4]}/{link.filename}"
+        return up.parent.parent / BASE_FOLDER / base, f"{store_url}/{BASE_FOLDER}/{base}/{link.filename}"
+    return None
+
+
+def base_folder_of(href: str) -> str | None:
+    """The base-wheels folder a commit page's link ``../../../base/<name>/<file>`` leads into (None: another
+    link)."""
+    parts = href.split("/")
+    if len(parts) == 6 and parts[:4] == ["..", "..", "..", BASE_FOLDER] and PLAIN_NAME.fullmatch(parts[4]):
+        return parts[4]
     return None
 
 

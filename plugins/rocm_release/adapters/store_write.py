@@ -88,7 +88,7 @@ def write_atomic(store: WritableStorePath, parts: tuple[str, ...], pieces: Itera
         parent = parent / part
     final = parent / parts[-1]
     checked = _Checked(pieces, sha256, where + name)
-    uploaded = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    uploaded = _now()
     try:
         if is_local(store):
             _write_local(parent, parts[-1], checked, sha256 is not None, uploaded)
@@ -128,21 +128,24 @@ def _write_local(parent: WritableStorePath, name: str, checked: _Checked, record
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    if record:
-        written: Any = parent / name
-        text = json.dumps({"sha256": checked.expected, "size": checked.size, "uploaded": uploaded,
-                           "mtime": written.stat().st_mtime})
-        write_atomic(parent, (record_name(name),), [text.encode()], "")
+    if record and checked.expected is not None:
+        record_local(parent, name, checked.expected, checked.size, "", uploaded)
 
 
-def record_local(folder: WritableStorePath, name: str, sha256: str, size: int, where: str) -> None:
-    """Record the sha256 of a ``file://`` file found without a record (and just hashed): later checks are
-    HEAD-class again. Object stores keep what they have (their record is set by the upload itself)."""
+def record_local(folder: WritableStorePath, name: str, sha256: str, size: int, where: str,
+                 uploaded: str | None = None) -> None:
+    """Record the sha256 of a ``file://`` file (just written, or found without a record and just hashed): later
+    checks are HEAD-class. Object stores keep what they have (their record is set by the upload itself)."""
     if is_local(folder):
-        uploaded = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        uploaded = uploaded or _now()
         found: Any = folder / name
         text = json.dumps({"sha256": sha256, "size": size, "uploaded": uploaded, "mtime": found.stat().st_mtime})
         write_atomic(folder, (record_name(name),), [text.encode()], where)
+
+
+def _now() -> str:
+    """The upload time a record holds: UTC, to the second, ISO 8601 with ``Z``."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class _Checked:
