@@ -13,7 +13,7 @@ STATE := .state
 PYVER := $(or $(shell $(PYTHON) -c 'import sys; print("%d%d" % sys.version_info[:2])' 2>/dev/null),unknown)
 LOCK := requirements/lock-py$(PYVER).txt
 
-.PHONY: help venv services-up services-down services-status lint lock lock-check test unit faults demo bench clean
+.PHONY: help venv services-up services-down services-status cluster-up cluster-down cluster-status lint lock lock-check test unit faults demo bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -46,6 +46,15 @@ services-down: $(STAMP)  ## stop only what the project started
 
 services-status: $(STAMP)  ## say what runs and where
 	$(PY) include/scripts/services.py status
+
+cluster-up: services-up  ## a distributed Airflow here: Postgres, Redis, CeleryExecutor, 3 workers (2 ROCm build hosts)
+	$(PY) include/scripts/cluster.py up
+
+cluster-down: $(STAMP)  ## stop only what cluster-up started; data stays in .state/cluster
+	$(PY) include/scripts/cluster.py down
+
+cluster-status: $(STAMP)  ## say what of the cluster runs and where
+	$(PY) include/scripts/cluster.py status
 
 lock: $(STAMP)  ## regenerate the hashed locks requirements/*.txt with uv (after changing requirements*.txt or pyproject.toml)
 	$(PY) tools/lock.py write

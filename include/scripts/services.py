@@ -160,10 +160,13 @@ class Program:
     log: Path
     identify: Callable[[Sequence[str]], bool]
     env_drop_prefixes: tuple[str, ...] = ()
+    env: dict[str, str] | None = field(default=None, compare=False)  # its whole environment (default: ours)
+    user: str | None = None  # run as this user (postgres refuses to run as root)
+    run_dir: Path = RUN  # where its pid file lives
 
     @property
     def pidfile(self) -> Path:
-        return RUN / f"{self.name}.pid"
+        return self.run_dir / f"{self.name}.pid"
 
     def is_this(self, pid: int) -> bool:
         cmdline = read_cmdline(pid)
@@ -184,7 +187,7 @@ class Program:
 
     def start(self) -> subprocess.Popen[bytes]:
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        env = {
+        env = dict(self.env) if self.env is not None else {
             k: v for k, v in os.environ.items() if not any(k.startswith(p) for p in self.env_drop_prefixes)
         }
         env["PATH"] = ensure_sbin_path(env.get("PATH", ""))
@@ -199,6 +202,7 @@ class Program:
                 stderr=subprocess.STDOUT,
                 env=env,
                 cwd=str(STATE),
+                user=self.user,
                 start_new_session=True,  # detached: survives this script and its terminal
             )
         write_atomic(self.pidfile, f"{proc.pid}\n")
@@ -213,14 +217,15 @@ def ensure_sbin_path(path: str) -> str:
     return ":".join(parts)
 
 
-def stop_process(pid: int, identify: Callable[[Sequence[str]], bool], what: str, deadline: float) -> bool:
-    """SIGTERM, wait up to ``deadline`` seconds, then SIGKILL. Only if ``pid`` is still ``what``."""
+def stop_process(pid: int, identify: Callable[[Sequence[str]], bool], what: str, deadline: float,
+                 sig: signal.Signals = signal.SIGTERM) -> bool:
+    """``sig`` (SIGTERM), wait up to ``deadline`` seconds, then SIGKILL. Only if ``pid`` is still ``what``."""
     cmdline = read_cmdline(pid)
     if cmdline is None or not identify(cmdline):
         return False
     say(f"stopping {what} (pid {pid})")
     with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, sig)
     if wait_gone(pid, deadline):
         return True
     say(f"{what} (pid {pid}) did not stop within {deadline:.0f}s: SIGKILL")
@@ -325,9 +330,10 @@ def state_lock() -> Iterator[None]:
 # --------------------------------------------------------------------------- packages
 
 
-def ensure_packages() -> None:
-    """apt-get install the Debian packages that are missing (non-interactive)."""
-    missing = [pkg for pkg, files in APT_PACKAGES.items() if not all(Path(f).exists() for f in files)]
+def ensure_packages(packages: dict[str, tuple[str, ...]] | None = None) -> None:
+    """apt-get install the Debian packages that are missing (non-interactive); default: APT_PACKAGES."""
+    packages = APT_PACKAGES if packages is None else packages
+    missing = [pkg for pkg, files in packages.items() if not all(Path(f).exists() for f in files)]
     if not missing:
         return
     if os.geteuid() != 0:
@@ -354,7 +360,7 @@ def ensure_packages() -> None:
     finally:
         if own_policy:
             policy.unlink(missing_ok=True)
-    still = [pkg for pkg, files in APT_PACKAGES.items() if not all(Path(f).exists() for f in files)]
+    still = [pkg for pkg, files in packages.items() if not all(Path(f).exists() for f in files)]
     if still:
         raise ServiceError(f"packages {still} still missing after apt-get install{log_tail(log)}")
 
@@ -476,7 +482,7 @@ def docker_layout() -> DockerLayout:
     return DockerLayout(sock, exec_root, base / "data", base / "dockerd.pid")
 
 
-def dockerd_program(layout: DockerLayout) -> Program:
+def dockerd_program(layout: DockerLayout, name: str = "dockerd", log: Path = LOGS / "dockerd.log") -> Program:
     argv = (
         DOCKERD,
         "--data-root", str(layout.data_root),
@@ -495,7 +501,7 @@ def dockerd_program(layout: DockerLayout) -> Program:
             and arg_value(cmdline, "--pidfile") == str(layout.pidfile)
         )
 
-    return Program("dockerd", argv, LOGS / "dockerd.log", identify)
+    return Program(name, argv, log, identify)
 
 
 def containerd_identify(layout: DockerLayout) -> Callable[[Sequence[str]], bool]:

@@ -57,11 +57,11 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -69,6 +69,7 @@ import pytest
 from rocm_release.adapters.config_file import load_config
 from rocm_release.adapters.registry.oci import OciRegistry
 from rocm_release.core.plan import LABEL_COMMIT, nightly_wheels_prefix, public_tag, wheels_prefix
+from tests.support.airflow_api import RUN_TIMEOUT, AirflowApi, wait_for
 from tests.support.demo import (
     airflow_env,
     demo_config,
@@ -104,7 +105,6 @@ SENSOR_POKE_INTERVAL = 30
 SENSOR_MAX_WAIT = 30
 STATE_MISMATCH = "but the task instance's state attribute is"
 STARTUP_TIMEOUT = 180
-RUN_TIMEOUT = 300
 TIMINGS: dict[str, float | int] = {}
 # What `airflow standalone` runs, minus its log servers: standalone's scheduler and triggerer serve task
 # logs on 0.0.0.0:8793 / [::]:8794 (utils/serve_logs/core.py binds every interface, and the only switch is
@@ -116,24 +116,7 @@ COMPONENTS = {
     "api-server": ["api-server"],
 }
 
-T = TypeVar("T")
-
-
-def wait_for(what: str, check: Callable[[], T | None], timeout: float, *, alive: Callable[[], None],
-              interval: float = 0.5) -> T:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds or if Airflow died."""
-    deadline = time.monotonic() + timeout
-    while True:
-        alive()
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-
-
-class World:
+class World(AirflowApi):
     """This module's config, registries, store, git history and its running Airflow services."""
 
     def __init__(self, root: Path) -> None:
@@ -153,7 +136,7 @@ class World:
         self.home = root / "airflow"
         self.home.mkdir()
         self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
+        super().__init__(f"http://127.0.0.1:{self.port}", DAG_ID)
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
         self.env = {
             **airflow_env(self.home, self.config_file, cache_dir=root / "cache", base=env),
@@ -170,7 +153,6 @@ class World:
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
         }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.http: httpx.Client | None = None
 
     # ------------------------------------------------------------------ the services
 
@@ -193,11 +175,7 @@ class World:
         passwords = self.home / "simple_auth_manager_passwords.json.generated"
         wait_for(str(passwords), passwords.exists, 30, alive=self.alive)
         user, password = next(iter(json.loads(passwords.read_text()).items()))
-        token = httpx.post(f"{self.base_url}/auth/token", json={"username": user, "password": password},
-                           timeout=30)
-        assert token.status_code == 201, token.text
-        self.http = httpx.Client(base_url=f"{self.base_url}/api/v2", timeout=60,
-                                 headers={"Authorization": f"Bearer {token.json()['access_token']}"})
+        self.login(user, password)
         wait_for(f"the dag-processor to serialize {DAG_ID}", self._dag_parsed, STARTUP_TIMEOUT, alive=self.alive)
         TIMINGS["startup (db migrate until DAG listed)"] = time.monotonic() - started
         assert health["metadatabase"]["status"] == "healthy"
@@ -232,8 +210,7 @@ class World:
         """SIGTERM each service's process group, then SIGKILL what is left of them and of every process
         with our AIRFLOW_HOME in its environment (task processes: the task supervisor gives each a
         process group of its own)."""
-        if self.http is not None:
-            self.http.close()
+        self.close()
         groups = [proc.pid for proc in self.procs.values()]
         for pgid in groups:
             _signal_group(pgid, signal.SIGTERM)
@@ -290,20 +267,6 @@ class World:
 
     # ------------------------------------------------------------------ the REST API
 
-    def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        assert self.http is not None, "not started"
-        return self.http.request(method, path, **kwargs)
-
-    def get(self, path: str, **params: Any) -> Any:
-        answer = self.api("GET", path, params=params)
-        assert answer.status_code == 200, f"GET {path}: {answer.status_code} {answer.text}"
-        return answer.json()
-
-    def send(self, method: str, path: str, body: dict[str, Any], expect: int = 200) -> Any:
-        answer = self.api(method, path, json=body)
-        assert answer.status_code == expect, f"{method} {path} {body}: {answer.status_code} {answer.text}"
-        return answer.json()
-
     def create_backfill(self, body: dict[str, Any]) -> dict[str, Any]:
         """POST /backfills, again while it answers 503 "Database is locked".
 
@@ -329,39 +292,11 @@ class World:
         TIMINGS["backfill creation attempts (SQLite 503s + 1)"] = len(attempts)
         return created
 
-    def run(self, run_id: str) -> dict[str, Any]:
-        found: dict[str, Any] = self.get(f"/dags/{DAG_ID}/dagRuns/{run_id}")
-        return found
-
-    def task_instances(self, run_id: str) -> dict[str, dict[str, Any]]:
-        """task_id → task instance of one run."""
-        found = self.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances", limit=100)
-        return {ti["task_id"]: ti for ti in found["task_instances"]}
-
-    def xcom(self, run_id: str, task_id: str, key: str = "return_value") -> Any:
-        value = self.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}")["value"]
-        return json.loads(value) if isinstance(value, str) and value[:1] in "{[\"" else value
-
-    def log(self, run_id: str, task_id: str, try_number: int = 1) -> str:
-        answer = self.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
-                          params={"full_content": True}, headers={"Accept": "application/json"})
-        assert answer.status_code == 200, answer.text
-        return json.dumps(answer.json()["content"])
-
-    def finished(self, run_id: str, timeout: float = RUN_TIMEOUT) -> dict[str, Any]:
-        """Poll the run until it is success or failed; on failure, say which tasks failed and why."""
-        run = wait_for(f"run {run_id} to finish",
-                       lambda: (r if (r := self.run(run_id))["state"] in ("success", "failed") else None),
-                       timeout, alive=self.alive, interval=1)
-        if run["state"] != "success":
-            states = {t: ti["state"] for t, ti in self.task_instances(run_id).items()}
-            logs = "\n".join(f"--- {t}\n{self.log(run_id, t)[-3000:]}" for t, s in states.items() if s == "failed")
-            hint = ""
-            if STATE_MISMATCH in self.tail("scheduler", 10**7):
-                hint = ("\nthe scheduler failed a task on a stale executor event (apache/airflow#71172); "
-                        f"see {self.root / 'scheduler.log'}")
-            raise AssertionError(f"run {run_id} {run['state']}; task states: {states}{hint}\n{logs}")
-        return run
+    def failure_hint(self) -> str:
+        if STATE_MISMATCH in self.tail("scheduler", 10**7):
+            return ("\nthe scheduler failed a task on a stale executor event (apache/airflow#71172); "
+                    f"see {self.root / 'scheduler.log'}")
+        return ""
 
     # ------------------------------------------------------------------ what users see
 
