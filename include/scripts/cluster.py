@@ -188,9 +188,11 @@ def dockerd_layout(host: Host) -> svc.DockerLayout:
 
 def host_env(host: Host, keys: dict[str, str], services: dict[str, str]) -> dict[str, str]:
     """One worker's environment: the cluster's, plus what this host has of its own."""
-    for folder in ("cache", "tmp", "home"):
+    for folder in ("cache", "tmp", "home", "airflow"):
         (host.root / folder).mkdir(parents=True, exist_ok=True)
-    env = {**airflow_env(keys), "ROCM_NIGHTLY_HOSTNAME": host.name, "HOME": str(host.root / "home"),
+    # Its own Airflow home, so its own task log folder: the api-server finds a task's log on S3 only.
+    env = {**airflow_env(keys), "AIRFLOW_HOME": str(host.root / "airflow"),
+           "ROCM_NIGHTLY_HOSTNAME": host.name, "HOME": str(host.root / "home"),
            "TMPDIR": str(host.root / "tmp"), "ROCM_NIGHTLY_CACHE_DIR": str(host.root / "cache")}
     if host.builds:
         env.update({"DOCKER_HOST": dockerd_layout(host).url, "DOCKER_BUILDKIT": "1",
@@ -349,6 +351,11 @@ def ensure_buckets(services: dict[str, str]) -> None:
     for bucket in (STORE_BUCKET, LOG_BUCKET):
         if bucket not in have:
             s3.create_bucket(Bucket=bucket)
+    # The wheel store is public to read (pip and uv fetch from it without credentials); the logs are not.
+    public_read = {"Version": "2012-10-17", "Statement": [{
+        "Sid": "PublicRead", "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+        "Resource": f"arn:aws:s3:::{STORE_BUCKET}/*"}]}
+    s3.put_bucket_policy(Bucket=STORE_BUCKET, Policy=json.dumps(public_read))
 
 
 def prepare_airflow(keys: dict[str, str], services: dict[str, str]) -> None:
@@ -460,7 +467,7 @@ def all_programs() -> tuple[list[svc.Program], list[svc.Program]]:
 
 
 def leftovers() -> list[int]:
-    """Processes with our marker in their environment (task processes and their children)."""
+    """Processes with our marker in their environment (e.g. a task's docker CLI whose worker is gone)."""
     marker = f"{MARKER}={CLUSTER}".encode()
     found = []
     for pid in svc.all_pids():
@@ -478,10 +485,12 @@ def cmd_down() -> int:
         return 0
     stopped = 0
     airflow, daemons = all_programs()
-    for program in [*airflow, kill_leftovers, *daemons]:
-        if not isinstance(program, svc.Program):
-            stopped += program()  # what outlived the workers, before the daemons they use
-            continue
+    # A worker's task processes live in process groups of their own and rename themselves (which also
+    # overwrites the environment /proc shows): they are found as the workers' descendants, before the stop.
+    below = [child for program in airflow if (pid := program.running_pid()) for child in svc.descendants(pid)]
+    for program in [*airflow, *daemons]:
+        if program is daemons[0]:
+            stopped += kill(below + leftovers())  # what outlived the workers, before the daemons they use
         pid = program.running_pid()
         if pid is not None:
             deadline = svc.DOCKERD_STOP_DEADLINE if program.name.startswith("dockerd") else svc.STOP_DEADLINE
@@ -500,13 +509,14 @@ def cmd_down() -> int:
     return 0
 
 
-def kill_leftovers() -> int:
-    """SIGKILL what outlived the workers: task processes and their children (our marker in their environment)."""
-    found = leftovers()
-    for pid in found:
+def kill(pids: Sequence[int]) -> int:
+    """SIGKILL each of ``pids`` that is still there; how many were."""
+    killed = 0
+    for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    return len(found)
+            killed += 1
+    return killed
 
 
 def cmd_status() -> int:

@@ -141,6 +141,22 @@ def all_pids() -> Iterator[int]:
             yield int(entry.name)
 
 
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (by parent pid; process groups and titles may differ from its own)."""
+    children: dict[int, list[int]] = {}
+    for other in all_pids():
+        parent = parent_pid(other)
+        if parent is not None:
+            children.setdefault(parent, []).append(other)
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def arg_value(cmdline: Sequence[str], flag: str) -> str | None:
     """The value of ``flag`` in ``cmdline`` (``--flag value`` or ``--flag=value``)."""
     for i, arg in enumerate(cmdline):

@@ -138,12 +138,15 @@ def test_the_published_wheels_install_with_pip(world: Cluster, full_night: Night
     variant = VARIANTS[0]
     base = world.config.wheel_store.public_url
     assert base is not None
-    page = f"{base}/nightly/{variant}/index.html"
+    # The project pages of the nightly index (moto serves objects, not a folder's index.html as a CDN would).
+    pages = [arg for project in ("tinyllm", "tinytorch")
+             for arg in ("--find-links", f"{base}/nightly/{variant}/{project}/index.html")]
     with tempfile.TemporaryDirectory(prefix="cluster-pip-") as venv:
         subprocess.run([sys.executable, "-m", "venv", venv], check=True, capture_output=True)
         python = str(Path(venv) / "bin" / "python")
-        env = {**os.environ, "PIP_CONFIG_FILE": os.devnull}
-        install = subprocess.run([python, "-m", "pip", "install", "--no-cache-dir", "--no-index", "--find-links", page,
+        # Only the store: no pip setting of this machine (a config file, PIP_FIND_LINKS) may add another source.
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("PIP_")}, "PIP_CONFIG_FILE": os.devnull}
+        install = subprocess.run([python, "-m", "pip", "install", "--no-cache-dir", "--no-index", *pages,
                                   world.config.project.name], env=env, capture_output=True, text=True, check=False)
         assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
         info = subprocess.run([python, "-c", "import tinyllm; print(tinyllm.info())"], capture_output=True,

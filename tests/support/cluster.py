@@ -15,8 +15,8 @@ import importlib.util
 import json
 import os
 import signal
+import subprocess
 import sys
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -104,6 +104,11 @@ class Cluster(AirflowApi):
         s3 = self.s3()
         for key in self.store_keys():
             s3.delete_object(Bucket=self.m.STORE_BUCKET, Key=key)
+        for host in self.m.HOSTS:  # and no build cache on a build host: a full rebuild takes as long as one
+            if host.builds:
+                docker = [os.environ["ROCM_NIGHTLY_DOCKER_CLI"], "--host", self.m.dockerd_layout(host).url]
+                for what in (["builder", "prune", "--all", "--force"], ["image", "prune", "--all", "--force"]):
+                    subprocess.run([*docker, *what], check=True, capture_output=True, timeout=300)
 
     def store_prefix(self, url: str) -> str:
         """The S3 key prefix of a store URL (``s3://bucket/key…``)."""
@@ -142,22 +147,19 @@ class Cluster(AirflowApi):
             f"celery control {command} {name}:\n{proc.stdout}{proc.stderr}"
 
     def kill_host(self, host: str) -> list[int]:
-        """SIGKILL every process of one build host: its worker and task processes (the host's name in their
-        environment), its dockerd and that daemon's containerd and shims. The pids killed."""
+        """SIGKILL every process of one build host, as when the machine dies: its worker and everything below it
+        (pool processes, task supervisors, task processes, their docker CLI), its dockerd and everything below
+        that (containerd, shims, the build). The pids killed."""
         self.dead.add(host)
-        marker = f"{self.m.MARKER}={self.m.CLUSTER}".encode()
-        mine = f"ROCM_NIGHTLY_HOSTNAME={host}".encode()
-        layout = self.m.dockerd_layout(next(h for h in self.m.HOSTS if h.name == host))
-        daemon = self.m.dockerd_program(next(h for h in self.m.HOSTS if h.name == host))
-        identifies = [daemon.identify, self.m.svc.containerd_identify(layout), self.m.svc.shim_identify(layout)]
-        killed = []
-        for pid in self.m.svc.all_pids():
-            if pid == os.getpid():
-                continue
-            with contextlib.suppress(OSError):
-                env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-                cmdline = self.m.svc.read_cmdline(pid) or []
-                if (marker in env and mine in env) or any(identify(cmdline) for identify in identifies):
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
-        return killed
+        spec = next(h for h in self.m.HOSTS if h.name == host)
+        airflow, _ = self.m.all_programs()
+        roots = [pid for program in (*airflow, self.m.dockerd_program(spec))
+                 if program.name.endswith(host) and (pid := program.running_pid())]
+        assert len(roots) == 2, f"the worker and the dockerd of {host}: {roots}"
+        for root in roots:  # stopped first: nothing below them forks or exits while the tree is read
+            os.kill(root, signal.SIGSTOP)
+        pids = [*roots, *(child for root in roots for child in self.m.svc.descendants(root))]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return pids
