@@ -13,7 +13,7 @@ STATE := .state
 PYVER := $(or $(shell $(PYTHON) -c 'import sys; print("%d%d" % sys.version_info[:2])' 2>/dev/null),unknown)
 LOCK := requirements/lock-py$(PYVER).txt
 
-.PHONY: help venv services-up services-down services-status cluster-up cluster-down cluster-status lint lock lock-check test unit faults demo bench clean
+.PHONY: help venv services-up services-down services-status cluster-up cluster-down cluster-status lint lock lock-check test unit faults demo ui ui-down bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -41,7 +41,8 @@ venv: $(STAMP)  ## create .venv from the hashed lock requirements/lock-py<versio
 services-up: $(STAMP)  ## start dockerd, the two registries, moto; build the base OS image once
 	$(PY) include/scripts/services.py up
 
-services-down: $(STAMP)  ## stop only what the project started
+services-down: $(STAMP)  ## stop only what the project started (the UI of `make ui` too)
+	$(PY) include/scripts/ui.py down
 	$(PY) include/scripts/services.py down
 
 services-status: $(STAMP)  ## say what runs and where
@@ -78,6 +79,12 @@ test: lock-check lint services-up  ## the whole suite, against real local servic
 
 demo: services-up  ## the main job on the embedded default (the demo config)
 	$(PY) include/scripts/demo.py
+
+ui: services-up  ## the Airflow web UI on the demo's state: prints http://127.0.0.1:8080 and the login (ROCM_NIGHTLY_UI_PORT: another port)
+	$(PY) include/scripts/ui.py up
+
+ui-down: $(STAMP)  ## stop the UI of `make ui`
+	$(PY) include/scripts/ui.py down
 
 bench: services-up  ## benchmarks; rewrites bench/RESULTS.md and bench/results.json (`bench/run_all.py --only scale`: the vLLM-size one alone)
 	$(PY) bench/run_all.py

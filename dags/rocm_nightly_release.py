@@ -40,7 +40,9 @@ parent image, args): look at `choose_path`'s log, which says why.
 commit publishes its per-commit artifacts and never moves `nightly`
 backwards; a commit not on the release branch is published per commit and
 never promoted ("not on the release branch"); `dry_run` observes and plans
-only. Backfills never promote.
+only. Backfills never promote. A `promote_nightly` that moved nothing (backfill,
+dry run, promote=false, a commit off the branch, a step back) ends `skipped`,
+and its log and the release summary say "not promoted: <why>".
 """
 
 from __future__ import annotations

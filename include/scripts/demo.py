@@ -39,7 +39,7 @@ CONNECTIONS_FILE = REPO / "include" / "airflow" / "connections.json"
 
 
 def demo_env() -> dict[str, str]:
-    """The environment of every Airflow command the demo runs (also printed for `airflow standalone`)."""
+    """The environment of every Airflow command the demo runs (and, through include/scripts/ui.py, the UI's)."""
     env = dict(os.environ)
     services = STATE / "services.env"
     if not services.exists():
@@ -55,7 +55,7 @@ def demo_env() -> dict[str, str]:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "ROCM_NIGHTLY_CONFIG": str(CONFIG_FILE),
         "ROCM_NIGHTLY_CACHE_DIR": str(STATE / "cache"),
-        "AIRFLOW__API__HOST": "127.0.0.1",  # the web UI of `airflow standalone`: loopback only
+        "AIRFLOW__API__HOST": "127.0.0.1",  # the web UI (`make ui`): loopback only
     })
     return env
 
@@ -172,12 +172,7 @@ def main() -> int:
     run([docker, "run", "--rm", "--network", "none", image], env)
     print(
         "\nTo open the same DAG in the web UI with the demo config (trigger it, or backfill from the UI):\n"
-        + "".join(f"  export {k}={env[k]}\n" for k in (
-            "AIRFLOW_HOME", "AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__CORE__PLUGINS_FOLDER",
-            "AIRFLOW__CORE__LOAD_EXAMPLES", "ROCM_NIGHTLY_CONFIG", "ROCM_NIGHTLY_CACHE_DIR",
-            "AIRFLOW__API__HOST", "DOCKER_HOST"))
-        + f"  {VENV_BIN / 'airflow'} standalone   # then http://127.0.0.1:8080; the admin password is in "
-        + f"{AIRFLOW_HOME}/simple_auth_manager_passwords.json.generated\n"
+        "  make ui        # prints http://127.0.0.1:8080 and the login; `make ui-down` stops it\n"
     )
     return 0
 

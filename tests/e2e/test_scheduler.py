@@ -451,6 +451,7 @@ def test_manual_run_with_params_through_the_api_publishes_promotes_and_reschedul
     assert "No answer yet about wheels_published" in log and "ABSENT" in log, log[-3000:]
     tis = world.task_instances(run_id)
     assert tis[sensor]["state"] == "success" and tis[sensor]["try_number"] == 1  # a reschedule is not a retry
+    assert tis[f"{VARIANT}.promote_nightly"]["state"] == "success"  # it moved the aliases
     # The variant the form left out: its sensors skip at their first poke, and so does everything after them.
     assert {t: ti["state"] for t, ti in tis.items() if t.startswith(f"{OTHER}.")} == \
         {t: "skipped" for t in tis if t.startswith(f"{OTHER}.")}
@@ -491,9 +492,12 @@ def test_backfill_releases_the_tip_as_of_each_night_and_never_promotes(world: Wo
         assert summary["commit"] == report["commit"] == commit
         assert report["outcome"] == "published" and report["run_kind"] == "backfill"
         assert report["run_id"] == run["dag_run_id"] and list(report["variants"]) == [VARIANT, OTHER]
+        tis = world.task_instances(run["dag_run_id"])
         for variant in (VARIANT, OTHER):
             entry = report["variants"][variant]
             assert entry["promotion"] == {"promoted": False, "why": "backfills never promote"}
+            # It did nothing, and its state says so (not a green "success"); the summary ran all the same.
+            assert tis[f"{variant}.promote_nightly"]["state"] == "skipped"
             assert world.published(commit, variant)
     initial, source_change = (world.release_report(world.commits[c])["variants"] for c in ("initial", "source_change"))
     # 11-02 is the commit the manual run built for rocm710: reused; rocm723 had nothing yet.

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from rocm_release.adapters.config_file import REPO_ROOT, load_config
 from rocm_release.core import task_ids as ids
@@ -281,6 +281,26 @@ def test_sensor_refused_fails_now_outage_pokes_again(tmp_path: Path, refusing: s
     with pytest.raises(AirflowFailException, match="credentials missing or refused"):
         sensor().poke(run_with_plan(plan_for(config_with(tmp_path, registry=refusing))).context())
     assert sensor().poke(run_with_plan(plan_for(config_with(tmp_path, registry=silent))).context()) is False
+
+
+# --------------------------------------------------------------------------- a task that did nothing
+
+
+@pytest.mark.parametrize(("params", "why"), [
+    ({"run_kind": "backfill"}, "backfills never promote"),
+    ({"run_kind": "manual", "promote": False}, "did not ask to promote"),
+    ({"run_kind": "scheduled", "dry_run": True}, "dry run: nothing is promoted"),
+])
+def test_promote_nightly_that_does_not_promote_is_skipped_and_hands_on_why(tmp_path: Path, silent: str,
+                                                                           params: dict[str, Any], why: str) -> None:
+    """Skipped, not green: the reason is in the skip and, under its own XCom key, for release_summary.
+    Nothing is asked of git or a registry (both point at a port where nothing listens)."""
+    plan = plan_for(config_with(tmp_path, registry=silent, git_url=f"http://{silent}/x.git"), **params)
+    run = run_with_plan(plan, pushed=True)
+    with pytest.raises(AirflowSkipException, match=f"not promoted: .*{why}"):
+        PromoteNightlyOperator(task_id=ids.PROMOTE_NIGHTLY, variant=VARIANT).execute(run.context())
+    handed_on = run.xcoms[("pushed", ids.XCOM_PROMOTION)]
+    assert handed_on["promoted"] is False and why in handed_on["why"]
 
 
 # --------------------------------------------------------------------------- the retention DAG

@@ -8,7 +8,7 @@ import pytest
 
 from rocm_release.core.decision import Observation, decide
 from rocm_release.core.plan import LABEL_BASE_DIGEST, LABEL_BASE_KEY
-from rocm_release.core.report import VariantResults, changed_nothing
+from rocm_release.core.report import VariantResults, build_report, changed_nothing, render_markdown
 from tests.unit.test_plan import _plan
 
 DIGEST = "sha256:" + "c" * 64
@@ -41,3 +41,15 @@ def test_a_variant_without_a_decision_is_not_a_quiet_night() -> None:
     partial[plan.variants[-1].name] = VariantResults()
 
     assert not changed_nothing(plan, partial)
+
+
+@pytest.mark.parametrize(("promotion", "line"), [
+    ({"promoted": False, "why": "backfills never promote"}, "- nightly: not promoted: backfills never promote"),
+    ({"promoted": True, "why": "images: moving forwards; wheels: moving forwards"},
+     "- nightly: promoted: images: moving forwards; wheels: moving forwards"),
+])
+def test_the_summary_says_whether_nightly_moved_and_why(promotion: dict[str, Any], line: str) -> None:
+    plan = _plan("demo")
+    results = {v.name: VariantResults(pushed={"digests": {}}, wheels=[], promotion=promotion) for v in plan.variants}
+    report = build_report(plan, results, {}, run_id="backfill__x", generated="now")
+    assert line in render_markdown(report).splitlines()

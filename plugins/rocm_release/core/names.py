@@ -20,6 +20,11 @@ DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 # What a manual run may name: a full or abbreviated SHA, or a ref (branch/tag) name.
 COMMITISH_RE = re.compile(r"^(?!-)(?!.*\.\.)(?!.*//)[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
+# COMMITISH_RE in words, for people: the trigger form and every refusal of a commit Param say this.
+COMMITISH_RULE = (
+    "a commit SHA (7-40 hex digits) or a branch/tag name: up to 200 letters, digits, '.', '_', '/' or '-', "
+    "starting with a letter or digit, without '..' or '//'"
+)
 
 # Manifest media types a reader must accept (Docker v2 and OCI, single images and indexes).
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"

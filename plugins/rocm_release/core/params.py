@@ -14,7 +14,7 @@ from pydantic import Field, ValidationError, field_validator
 from rocm_release.core.config import ReleaseConfig
 from rocm_release.core.errors import FatalError, shown
 from rocm_release.core.frozen import Frozen
-from rocm_release.core.names import COMMITISH_RE
+from rocm_release.core.names import COMMITISH_RE, COMMITISH_RULE
 
 
 class ReleaseParams(Frozen):
@@ -32,10 +32,7 @@ class ReleaseParams(Frozen):
         if value in (None, ""):
             return None
         if not isinstance(value, str) or not COMMITISH_RE.match(value):
-            raise ValueError(
-                "must be a commit SHA (7-40 hex) or a branch/tag name "
-                "(letters, digits, '.', '_', '/', '-'; no '..', no leading '-')"
-            )
+            raise ValueError(f"must be {COMMITISH_RULE}")
         return value
 
 

@@ -20,7 +20,9 @@ OUTCOME_FAILED = "FAILED"
 
 
 class VariantResults(Frozen):
-    """What one variant's tasks handed on (None where a task did not run or failed)."""
+    """What one variant's tasks handed on (None where a task did not run or failed).
+
+    ``promotion`` is there also when promote_nightly skipped itself (it hands on why before skipping)."""
 
     decision: PathDecision | None = None
     pushed: dict[str, Any] | None = None
@@ -132,7 +134,8 @@ def render_markdown(report: dict[str, Any]) -> str:
             for wheel in var["wheels"]:
                 lines.append(f"| `{wheel['filename']}` | `{wheel['sha256']}` | {_size(wheel['size'])} |")
         if var.get("promotion"):
-            lines += ["", f"- nightly: {var['promotion'].get('why', '')}"]
+            moved = "promoted" if var["promotion"].get("promoted") else "not promoted"
+            lines += ["", f"- nightly: {moved}: {var['promotion'].get('why', '')}"]
         if var.get("commands"):
             lines += ["", "```sh", *var["commands"].values(), "```"]
         if var.get("durations"):

@@ -56,6 +56,9 @@ APPLY_RETENTION = "apply_retention"
 # XCom keys besides Airflow's "return_value".
 XCOM_DECISION = "decision"  # choose_path: the PathDecision
 XCOM_TIMING = "timing"  # every timed task: seconds its execute took
+# promote_nightly: {"promoted": bool, "why": str}, pushed before it returns or skips (a skipped task has no
+# return value); release_summary reads it from here.
+XCOM_PROMOTION = "promotion"
 
 
 def in_group(variant: str, task: str) -> str:

@@ -29,6 +29,7 @@ from rocm_release.core.task_ids import (
     SENSORS,
     TIMED_TASKS,
     XCOM_DECISION,
+    XCOM_PROMOTION,
     XCOM_TIMING,
     in_group,
 )
@@ -120,7 +121,7 @@ def variant_results(context: Any, variant: str) -> VariantResults:
         decision=PathDecision.model_validate(raw_decision) if raw_decision else None,
         pushed=_pull(context, in_group(variant, PUSH_IMAGES)),
         wheels=_pull(context, in_group(variant, PUBLISH_WHEELS)),
-        promotion=_pull(context, in_group(variant, PROMOTE_NIGHTLY)),
+        promotion=_pull(context, in_group(variant, PROMOTE_NIGHTLY), XCOM_PROMOTION),
         durations=durations,
     )
 
@@ -129,3 +130,9 @@ def pushed_digests(context: Any, variant: str) -> dict[str, str] | None:
     """The digests ``push_images`` published for a variant (None when it did not run)."""
     pushed = _pull(context, in_group(variant, PUSH_IMAGES))
     return dict(pushed["digests"]) if pushed and pushed.get("digests") else None
+
+
+def hand_on_promotion(context: Any, promotion: Mapping[str, Any]) -> None:
+    """What ``promote_nightly`` did and why, for ``release_summary``: pushed under its own key before the
+    task returns or skips itself (a skipped task leaves no return value)."""
+    context["ti"].xcom_push(key=XCOM_PROMOTION, value=dict(promotion))

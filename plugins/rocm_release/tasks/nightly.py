@@ -169,15 +169,19 @@ class _VariantOperator(_Timed):
         super().__init__(**kwargs)
         self.variant = variant
 
-    def _plan(self, context: Any) -> tuple[ReleasePlan, VariantPlan]:
+    def _selected(self, context: Any) -> tuple[ReleasePlan, VariantPlan]:
         from rocm_release.tasks.context import plan_from_xcom
 
         plan = plan_from_xcom(context)
         if self.variant not in [v.name for v in plan.variants]:
             raise AirflowSkipException(f"variant {self.variant} is not selected in this run")
+        return plan, plan.variant(self.variant)
+
+    def _plan(self, context: Any) -> tuple[ReleasePlan, VariantPlan]:
+        plan, v = self._selected(context)
         if plan.dry_run:
             raise AirflowSkipException("dry run: nothing is pushed, uploaded or promoted")
-        return plan, plan.variant(self.variant)
+        return plan, v
 
 
 class PushImagesOperator(_VariantOperator):
@@ -222,15 +226,25 @@ class PromoteNightlyOperator(_VariantOperator):
 
     @fail_fast
     def execute(self, context: Any) -> dict[str, Any]:
-        """Promote if this run may, and only if that is not a step back; say why either way."""
+        """Promote if this run may, and only if that is not a step back; say why either way.
+
+        A run that moves nothing (backfill, dry run, promote=false, a commit off the release branch, a step
+        back) ends ``skipped``, not ``success``: the task did nothing, and its state says so. The reason
+        is in the log, the skip, and (XCom ``promotion``) the release summary, which runs after any state.
+        """
         from rocm_release.adapters.images import digest_of
         from rocm_release.adapters.steps import promote_variant
-        from rocm_release.tasks.context import pushed_digests
+        from rocm_release.tasks.context import hand_on_promotion, pushed_digests
 
-        plan, v = self._plan(context)
-        digests = pushed_digests(context, self.variant) or {
+        plan, v = self._selected(context)
+        # A dry run is refused by promote_variant before the digests are read (none were pushed).
+        digests = {} if plan.dry_run else pushed_digests(context, self.variant) or {
             k: digest_of(r) for k, r in _refs(context, plan, self.variant).items()}
-        return promote_variant(plan, v, digests, self.log.info)
+        promotion = promote_variant(plan, v, digests, self.log.info)
+        hand_on_promotion(context, promotion)
+        if not promotion["promoted"]:
+            raise AirflowSkipException(f"not promoted: {promotion['why']}")
+        return promotion
 
 
 class ReleaseSummaryOperator(BaseOperator):

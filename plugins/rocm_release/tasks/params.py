@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from airflow.sdk import Asset, Param
 
-from rocm_release.core.names import COMMITISH_RE
+from rocm_release.core.names import COMMITISH_RE, COMMITISH_RULE
 
 if TYPE_CHECKING:
     from rocm_release.core.config import ReleaseConfig
@@ -16,17 +16,26 @@ def release_params(config: ReleaseConfig) -> dict[str, Param]:
     """Params for manual triggers; the defaults are what a scheduled run uses."""
     names = [v.name for v in config.variants]
     return {
+        # A bad value is refused by the API (400) with jsonschema's message, which the trigger dialog shows
+        # as it is: "'x' does not match '<regex>'", then the schema holding the failed keyword. jsonschema
+        # has no custom messages, so the pattern sits in a sub-schema of its own whose description says
+        # the rule in words: the refusal prints that small schema, words first, instead of the field's.
         "commit": Param(
             None,
             type=["null", "string"],
-            pattern=COMMITISH_RE.pattern,
+            allOf=[{"description": f"must be {COMMITISH_RULE}", "pattern": COMMITISH_RE.pattern}],
             title="Commit",
-            description="A commit SHA or a branch/tag name. Empty: the branch tip now (manual runs).",
+            description=f"{COMMITISH_RULE[0].upper()}{COMMITISH_RULE[1:]}. Empty: the branch tip now (manual runs).",
         ),
+        # The UI shows a multi-select for an array Param only with a top-level `examples` or `enum`
+        # (airflow/ui/src/components/FlexibleForm/FieldSelector.tsx, isFieldMultiSelect; installed as
+        # airflow/ui/dist/assets/index-*.js); without them, a free-text box of one name per line.
+        # `items.enum` is what validation allows; `examples` is what the UI offers.
         "variants": Param(
             names,
             type="array",
             items={"type": "string", "enum": names},
+            examples=names,
             minItems=1,
             uniqueItems=True,
             title="Variants",
