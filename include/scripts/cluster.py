@@ -28,7 +28,6 @@ and reach the processes through their environment, never their command lines.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import json
@@ -188,8 +187,6 @@ def dockerd_layout(host: Host) -> svc.DockerLayout:
 
 def host_env(host: Host, keys: dict[str, str], services: dict[str, str]) -> dict[str, str]:
     """One worker's environment: the cluster's, plus what this host has of its own."""
-    for folder in ("cache", "tmp", "home", "airflow"):
-        (host.root / folder).mkdir(parents=True, exist_ok=True)
     # Its own Airflow home, so its own task log folder: the api-server finds a task's log on S3 only.
     env = {**airflow_env(keys), "AIRFLOW_HOME": str(host.root / "airflow"),
            "ROCM_NIGHTLY_HOSTNAME": host.name, "HOME": str(host.root / "home"),
@@ -424,6 +421,9 @@ def cmd_up() -> int:
         if host.builds:
             ensure_dockerd(host)
     ensure_buckets(services)
+    for host in HOSTS:
+        for folder in ("cache", "tmp", "home", "airflow"):
+            (host.root / folder).mkdir(parents=True, exist_ok=True)
     programs = airflow_programs(keys, services)
     if any(p.running_pid() is None for p in programs):
         prepare_airflow(keys, services)
@@ -535,14 +535,7 @@ def cmd_status() -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["up", "down", "status"])
-    args = parser.parse_args(argv)
-    try:
-        return {"up": cmd_up, "down": cmd_down, "status": cmd_status}[args.command]()
-    except svc.ServiceError as err:
-        print(f"cluster.py {args.command}: error: {err}", file=sys.stderr, flush=True)
-        return 1
+    return svc.command_line("cluster.py", __doc__, {"up": cmd_up, "down": cmd_down, "status": cmd_status}, argv)
 
 
 if __name__ == "__main__":

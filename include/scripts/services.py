@@ -1019,15 +1019,21 @@ def cmd_status() -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["up", "down", "status"])
+def command_line(script: str, doc: str | None, commands: dict[str, Callable[[], int]],
+                 argv: Sequence[str] | None = None) -> int:
+    """``<script> <command>``: run one of ``commands``; a ServiceError is printed as one line, exit status 1."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=list(commands))
     args = parser.parse_args(argv)
     try:
-        return {"up": cmd_up, "down": cmd_down, "status": cmd_status}[args.command]()
+        return commands[args.command]()
     except ServiceError as err:
-        print(f"services.py {args.command}: error: {err}", file=sys.stderr, flush=True)
+        print(f"{script} {args.command}: error: {err}", file=sys.stderr, flush=True)
         return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return command_line("services.py", __doc__, {"up": cmd_up, "down": cmd_down, "status": cmd_status}, argv)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """The cluster of `make cluster-up` (include/scripts/cluster.py), brought up for these tests if it is not up.
 
 ``cluster``: brings it up (idempotent: a running cluster is reused as it is), logs in through the REST
-API, and, if this session started it, stops it at the end (``cluster.py down``), so the rest of the
-suite does not share two cores with a scheduler and three workers.
+API, and, if it started it, stops it after the module (``cluster.py down``), so the rest of the suite
+does not share two cores with a scheduler and three workers.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from tests.support.cluster import SCRIPT, Cluster, cluster_module
 UP_TIMEOUT = 1200
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def cluster(services: dict[str, Any]) -> Iterator[Cluster]:
     module = cluster_module()
     was_up = module.api_healthy()
