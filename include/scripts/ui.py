@@ -83,9 +83,9 @@ def pidfile(name: str) -> Path:
 
 
 def looks_like(cmdline: Sequence[str], name: str) -> bool:
-    """Is this argv (as /proc shows it) the component ``name`` of Airflow?"""
+    """Is this argv (as /proc shows it) the component ``name`` of Airflow: as started, or renamed?"""
     words = " ".join(cmdline)
-    return "airflow" in words and TITLES[name] in words
+    return "airflow" in words and (TITLES[name] in words or f"airflow {name}" in words)
 
 
 def login_text(passwords: Path, home: Path) -> str:
@@ -97,14 +97,15 @@ def login_text(passwords: Path, home: Path) -> str:
 
 
 def running_pid(name: str) -> int | None:
-    """The pid of our running component: the pid file's, if that process is still it (and leads the
-    session ``up`` gave it, so a reused pid is never taken for ours)."""
-    with contextlib.suppress(FileNotFoundError, ValueError):
+    """The pid of our running component: the pid file's, if that process is alive, leads the session ``up``
+    gave it (so a reused pid is never taken for ours) and is that component. Its command line may read
+    empty for a moment while the api-server renames itself: that is still it."""
+    with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError, OSError):
         pid = int(pidfile(name).read_text().strip())
-        cmdline = services.read_cmdline(pid)
-        with contextlib.suppress(ProcessLookupError):
-            if cmdline is not None and looks_like(cmdline, name) and os.getsid(pid) == pid:
-                return pid
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+        words = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").decode(errors="replace").split("\0")
+        if state not in ("Z", "X") and os.getsid(pid) == pid and (words == [""] or looks_like(words, name)):
+            return pid
     pidfile(name).unlink(missing_ok=True)
     return None
 

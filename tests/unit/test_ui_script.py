@@ -53,6 +53,7 @@ def test_the_demo_home_and_the_files_up_writes() -> None:
 @pytest.mark.parametrize(("cmdline", "name", "expected"), [
     (["/v/bin/python3", "/v/bin/airflow", "scheduler", "--skip-serve-logs"], "scheduler", True),
     (["airflow api_server -- host:127.0.0.1 port:8080"], "api-server", True),  # retitled by Airflow
+    (["/v/bin/python3", "/v/bin/airflow", "api-server"], "api-server", True),  # before it renames itself
     (["/v/bin/python3", "/v/bin/airflow", "scheduler"], "triggerer", False),
     (["/usr/bin/python3", "-m", "http.server"], "api-server", False),
 ])
