@@ -6,7 +6,11 @@ backfills: the branch tip as of the run's data interval end; manual runs: the
 `commit` Param or the tip now) and freezes every name into a `ReleasePlan`
 (XCom). Per variant, four sensors observe what already exists, `choose_path`
 picks the smallest set of builds (DESIGN.md's table), the builds push by
-digest, then `push_images`, `publish_wheels` and `promote_nightly` publish.
+digest, `tag_cache_images` tags them in the cache, the smoke-test gate runs on
+the ROCm pool (`test_release_image`: the release image by digest runs the
+configured smoke command; `test_wheels`: the wheels installed with pip into a
+clean container of the parent image), and only when both passed do
+`push_images`, `publish_wheels` and `promote_nightly` publish.
 `release_summary` prints the report with install commands.
 
 **Healthy looks like:** a no-op night (same commit as yesterday) finishes in
@@ -16,6 +20,11 @@ A `build_base_image` run means the base key changed (Dockerfile, inputs,
 parent image, args): look at `choose_path`'s log, which says why.
 
 **Where to look when it fails.**
+- `test_release_image` or `test_wheels` failed: the build is broken (or the
+  smoke command is). Nothing public moved; the cache keeps the images, so the
+  fix-forward night rebuilds only what the fix changes. The task log and the
+  release summary quote the container's last lines. Emergency only: a manual
+  run with `skip_tests` publishes untested (and says so).
 - A `check_*` sensor failed at once: a fatal registry/store error (401/403,
   malformed answer). The log names the registry, repository and connection.
   Fix the connection; nothing was rebuilt or published.
@@ -54,6 +63,7 @@ from airflow.sdk import DAG, TaskGroup, TriggerRule
 
 from rocm_release.adapters.config_file import load_config
 from rocm_release.core import task_ids as ids
+from rocm_release.tasks.gate import TestReleaseImageOperator, TestWheelsOperator
 from rocm_release.tasks.nightly import (
     BuildImageOperator,
     ChoosePathOperator,
@@ -63,6 +73,7 @@ from rocm_release.tasks.nightly import (
     ReleaseSummaryOperator,
     ResolveReleaseOperator,
     ReuseCachedImagesOperator,
+    TagCacheImagesOperator,
 )
 from rocm_release.tasks.params import release_params, variant_assets
 from rocm_release.tasks.sensors import ArtifactSensor
@@ -111,7 +122,13 @@ with DAG(
             build_release = BuildImageOperator(task_id=ids.BUILD_RELEASE_IMAGE, stage="release", variant=name,
                                                config=CONFIG, trigger_rule=AFTER_BRANCH)
             reuse = ReuseCachedImagesOperator(task_id=ids.REUSE_CACHED_IMAGES, variant=name, retries=0)
-            # Publishing runs after whichever path ran; never after a failed build (upstream_failed).
+            # The gate: cache tags (kept even when a test fails), then both smoke tests on the ROCm pool.
+            tag_cache = TagCacheImagesOperator(task_id=ids.TAG_CACHE_IMAGES, variant=name, trigger_rule=AFTER_BRANCH,
+                                               **IO_RETRIES)
+            tests = [TestReleaseImageOperator(task_id=ids.TEST_RELEASE_IMAGE, variant=name, config=CONFIG),
+                     TestWheelsOperator(task_id=ids.TEST_WHEELS, variant=name, config=CONFIG)]
+            # Publishing runs after whichever path ran and both tests (or their emergency skip); never after a
+            # failed build or test (upstream_failed).
             assets = variant_assets(name)
             # Writers of public names: one at a time across every run of any kind (ids.PUBLISHING_POOL).
             push = PushImagesOperator(task_id=ids.PUSH_IMAGES, variant=name, trigger_rule=AFTER_BRANCH,
@@ -124,8 +141,9 @@ with DAG(
             resolve >> sensors >> choose
             choose >> [build_base, build_wheels, build_release, reuse]
             build_base >> build_wheels >> build_release
-            [build_release, reuse] >> push
-            [build_wheels, build_release, reuse] >> publish
+            [build_release, reuse] >> tag_cache >> tests
+            [tag_cache, *tests] >> push
+            [tag_cache, *tests] >> publish
             [push, publish] >> promote >> summary
 
 # The Params are attached once the tasks exist. A task created while the DAG has Params carries its own deep

@@ -13,12 +13,14 @@ import pytest
 from tests.conftest import REPO
 
 EXPECTED_DAG_IDS = {"rocm_nightly_release", "rocm_release_retention"}
-IO_TASKS = {"resolve_release", "push_images", "publish_wheels", "promote_nightly", "release_summary",
+IO_TASKS = {"resolve_release", "tag_cache_images", "push_images", "publish_wheels", "promote_nightly", "release_summary",
             "plan_retention", "apply_retention"}
 NO_RETRY_TASKS = {"choose_path", "reuse_cached_images"}
 # Sensors: their timeout is the budget for outages; one retry only absorbs apache/airflow#71172.
 SENSOR_TASKS = {"check_base_image", "check_wheels_image", "check_release_image", "check_wheels_published"}
 BUILD_TASKS = {"build_base_image", "build_wheels", "build_release_image"}
+# The smoke tests: a failing container is fatal at once (SmokeTestFailed); two retries absorb a daemon outage.
+GATE_TASKS = {"test_release_image", "test_wheels"}
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +56,8 @@ def test_every_task_has_an_owner_and_deliberate_retries(dagbag) -> None:
                 assert task.retries == 0, task.task_id
             elif name in SENSOR_TASKS:
                 assert task.retries == 1, task.task_id
+            elif name in GATE_TASKS:
+                assert task.retries == 2, task.task_id
             else:
                 pytest.fail(f"{task.task_id}: no retry rule decided for this task")
 
@@ -71,13 +75,21 @@ def test_nightly_shape(dagbag) -> None:
     dag = dagbag.dags["rocm_nightly_release"]
     assert dag.max_active_runs == 1 and not dag.catchup
     assert dag.doc_md and "Where to look when it fails" in dag.doc_md
-    assert set(dag.params.keys()) == {"commit", "variants", "force_rebuild", "promote", "dry_run"}
+    assert set(dag.params.keys()) == {"commit", "variants", "force_rebuild", "promote", "dry_run",
+                                     "skip_tests"}
     for variant in ("rocm710", "rocm723"):
         build = dag.get_task(f"{variant}.build_wheels")
         assert (build.queue, build.pool) == ("rocm", "rocm_builders")
         assert [a.name for a in dag.get_task(f"{variant}.publish_wheels").outlets] == [
             f"rocm_nightly.{variant}.wheels"]
         assert [a.name for a in dag.get_task(f"{variant}.push_images").outlets] == [f"rocm_nightly.{variant}.images"]
+        for test in GATE_TASKS:  # on the build hosts, between the cache tags and anything public
+            gate = dag.get_task(f"{variant}.{test}")
+            assert (gate.queue, gate.pool) == ("rocm", "rocm_builders"), test
+            assert gate.upstream_task_ids == {f"{variant}.tag_cache_images"}, test
+        for publisher in ("push_images", "publish_wheels"):
+            assert dag.get_task(f"{variant}.{publisher}").upstream_task_ids == {
+                f"{variant}.{t}" for t in ("tag_cache_images", *GATE_TASKS)}, publisher
         sensor = dag.get_task(f"{variant}.check_base_image")
         assert sensor.mode == "reschedule"
         assert dag.get_task(f"{variant}.choose_path").downstream_task_ids == {

@@ -57,6 +57,23 @@ def ensure_tag(registry: ImageRegistry, repo: str, tag: str, digest: str, log: L
     return True
 
 
+def tag_cache(*, plan: ReleasePlan, v: VariantPlan, refs: dict[str, str], cache: ImageRegistry, log: Log,
+              retrying: Retrying = ONCE) -> dict[str, str]:
+    """Give the four digests their cache tags (idempotent: a tag already there is not written); kind → digest.
+
+    Runs before the smoke tests (``tag_cache_images``): a night whose test fails keeps its images findable in
+    the cache, so the fix-forward night rebuilds only what the fix changed."""
+    missing = [k for k in KINDS if k not in refs]
+    if missing:
+        raise ValueError(f"{v.name}: no digest for {missing}; nothing is tagged or pushed")
+    digests = {k: digest_of(refs[k]) for k in KINDS}
+    tags = v.cache_tags.model_dump()
+    for kind in KINDS:
+        retrying(f"tag {cache.name}/{plan.cache_repository}:{tags[kind]}",
+                 partial(ensure_tag, cache, plan.cache_repository, tags[kind], digests[kind], log))
+    return digests
+
+
 def push_images(
     *,
     plan: ReleasePlan,
@@ -71,14 +88,7 @@ def push_images(
     """Give the digests their cache tags, then copy the release and base images to the public registry
     under their per-commit public tags. Idempotent: a second run writes nothing and moves no bytes.
     Each tag and each copy is retried through outages as ``retrying`` says."""
-    missing = [k for k in KINDS if k not in refs]
-    if missing:
-        raise ValueError(f"{v.name}: no digest for {missing}; nothing is pushed")
-    digests = {k: digest_of(refs[k]) for k in KINDS}
-    tags = v.cache_tags.model_dump()
-    for kind in KINDS:
-        retrying(f"tag {cache.name}/{plan.cache_repository}:{tags[kind]}",
-                 partial(ensure_tag, cache, plan.cache_repository, tags[kind], digests[kind], log))
+    digests = tag_cache(plan=plan, v=v, refs=refs, cache=cache, log=log, retrying=retrying)
     copied = skipped = nbytes = 0
     public_refs = {}
     for kind, tag in (("release", v.public_tags.nightly_commit), ("base", v.public_tags.base_nightly_commit)):

@@ -146,7 +146,7 @@ def observe_artifact(plan: ReleasePlan, v: VariantPlan, artifact: Artifact) -> O
 # --------------------------------------------------------------------------- builds
 
 
-def _docker_host(config: ReleaseConfig) -> str | None:
+def docker_host(config: ReleaseConfig) -> str | None:
     """The daemon: the docker connection's host when configured, else ``$DOCKER_HOST`` (or docker's default)."""
     if not config.build.docker_conn_id:
         return os.environ.get("DOCKER_HOST")
@@ -194,7 +194,7 @@ def build_variant_stage(plan: ReleasePlan, v: VariantPlan, stage: Stage, *, run_
     logins = [retrying("login token of the cache registry", registry.login_credentials)] if needs_login else []
     with tempfile.TemporaryDirectory(prefix="rocm-nightly-build-") as tmp, \
             _secret_files(config.build.secrets, Path(tmp) / "secrets") as secrets, \
-            docker_session(_docker_host(config), logins, retrying) as env:
+            docker_session(docker_host(config), logins, retrying) as env:
         source = Path(tmp) / "src"
         _mirror(config.project, plan.git_url).export(plan.commit, source)
         inputs = StageInputs(

@@ -273,6 +273,31 @@ class Retry(_Strict):
                         max_delay_seconds=self.max_delay_seconds, log=log)
 
 
+DEVICE_RE = r"^/dev/[A-Za-z0-9_./-]+(:/dev/[A-Za-z0-9_./-]+)?(:[rwm]{1,3})?$"
+ENV_NAME_RE = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class SmokeTest(_Strict):
+    """The gate before anything public moves (``test_release_image``, ``test_wheels``), on the ROCm pool.
+
+    ``command`` runs in the release image, pulled by digest, network off, with the ``devices`` (e.g.
+    ``/dev/kfd``, ``/dev/dri``), ``group_add`` (e.g. ``video``, ``render``), ``shm_size_mb`` and
+    ``environment`` given. ``imports`` are the modules ``test_wheels`` imports after installing the
+    project's and the base's wheels (pip, no index) into a clean container of the parent image.
+    ``docker_conn_id``: an Airflow ``docker`` connection (the provider's: registry host, login, password)
+    that the provider's DockerHook logs in with before pulling; none for a registry without login.
+    """
+
+    command: Annotated[tuple[Annotated[str, Field(min_length=1)], ...], Field(min_length=1)]
+    imports: tuple[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")], ...] = ()
+    devices: tuple[Annotated[str, Field(pattern=DEVICE_RE)], ...] = ()
+    group_add: tuple[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")], ...] = ()
+    shm_size_mb: Annotated[int, Field(ge=1, le=1024 * 1024)] | None = None
+    environment: dict[Annotated[str, Field(pattern=ENV_NAME_RE)], str] = {}
+    docker_conn_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,250}$")] | None = None
+    timeout_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = 30
+
+
 class ReleaseConfig(_Strict):
     """The whole release configuration."""
 
@@ -289,6 +314,8 @@ class ReleaseConfig(_Strict):
     retention: Retention = Retention()
     sensors: Sensors = Sensors()
     retry: Retry = Retry()
+    # None: the gate tasks skip, saying so (an ungated release); every shipped config has one.
+    smoke_test: SmokeTest | None = None
 
     @field_validator("variants")
     @classmethod

@@ -25,6 +25,7 @@ class ReleaseParams(Frozen):
     force_rebuild: bool = False
     promote: bool = False
     dry_run: bool = False
+    skip_tests: bool = False
 
     @field_validator("commit", mode="before")
     @classmethod

@@ -230,6 +230,8 @@ class ReleasePlan(Frozen):
     promote: bool
     force_rebuild: bool
     dry_run: bool
+    # Manual runs only (core.params): the gate's tests are skipped, loudly; never a scheduled run.
+    skip_tests: bool = False
     cache_registry: str
     cache_repository: str
     public_registry: str
@@ -354,6 +356,7 @@ def make_plan(
         promote=should_promote(run_kind, params),
         force_rebuild=params.force_rebuild,
         dry_run=params.dry_run,
+        skip_tests=params.skip_tests,
         cache_registry=config.cache_registry.host,
         cache_repository=config.cache_registry.repository,
         public_registry=config.public_registry.host,

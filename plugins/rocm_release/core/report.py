@@ -28,6 +28,8 @@ class VariantResults(Frozen):
     pushed: dict[str, Any] | None = None
     wheels: list[dict[str, Any]] | None = None
     promotion: dict[str, Any] | None = None
+    # test_release_image, test_wheels: core.smoke.gate_result (passed, why, the failed container's last lines)
+    gate: tuple[dict[str, Any], ...] = ()
     durations: dict[str, float] = {}
 
     def complete(self, plan: ReleasePlan) -> bool:
@@ -67,6 +69,7 @@ def variant_entry(plan: ReleasePlan, v: VariantPlan, results: VariantResults,
         "public": (results.pushed or {}).get("public", {}),
         "wheels": results.wheels or [],
         "promotion": results.promotion,
+        "gate": list(results.gate),
         "durations": results.durations,
         "index_url": index,
         "commands": install_commands(plan, v, index, plan.project, results.digests().get("release")),
@@ -85,7 +88,7 @@ def build_report(plan: ReleasePlan, results: dict[str, VariantResults], sizes: d
         "project": plan.project, "commit": plan.commit,
         "commit_time": plan.commit_time.isoformat() if plan.commit_time else None,
         "run_kind": plan.run_kind, "run_id": run_id, "as_of": plan.as_of.isoformat(),
-        "dry_run": plan.dry_run, "outcome": outcome, "generated": generated,
+        "dry_run": plan.dry_run, "skip_tests": plan.skip_tests, "outcome": outcome, "generated": generated,
         "variants": {v.name: variant_entry(plan, v, results[v.name], sizes.get(v.name, {})) for v in plan.variants},
     }
 
@@ -121,6 +124,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"- outcome: **{report['outcome']}**",
         "",
     ]
+    if report.get("skip_tests"):
+        lines[-1:] = ["- **the smoke tests were SKIPPED (skip_tests): published untested**", ""]
     for name, var in report["variants"].items():
         lines += [f"## {name}", "", f"- path: **{var['path']}**"]
         lines += [f"  - {reason}" for reason in var.get("reasons", [])]
@@ -133,6 +138,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             lines += ["", "| wheel | sha256 | size |", "|---|---|---|"]
             for wheel in var["wheels"]:
                 lines.append(f"| `{wheel['filename']}` | `{wheel['sha256']}` | {_size(wheel['size'])} |")
+        lines += _gate_lines(var.get("gate", []))
         if var.get("promotion"):
             moved = "promoted" if var["promotion"].get("promoted") else "not promoted"
             lines += ["", f"- nightly: {moved}: {var['promotion'].get('why', '')}"]
@@ -143,6 +149,17 @@ def render_markdown(report: dict[str, Any]) -> str:
             lines += [f"| {task} | {secs:.1f} |" for task, secs in var["durations"].items()]
         lines.append("")
     return "\n".join(lines)
+
+
+def _gate_lines(gate: list[dict[str, Any]]) -> list[str]:
+    """Each smoke test's verdict; a failed one with the last lines of its container's output."""
+    lines: list[str] = []
+    for test in gate:
+        verdict = "passed" if test.get("passed") else "**FAILED**"
+        lines += ["", f"- {test['task']}: {verdict}: {test.get('why', '')}"]
+        if test.get("tail"):
+            lines += ["", "```text", *test["tail"], "```"]
+    return lines
 
 
 def _size(size: int | None) -> str:

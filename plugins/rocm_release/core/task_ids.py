@@ -26,6 +26,12 @@ BUILD_WHEELS: BuildTask = "build_wheels"
 BUILD_RELEASE_IMAGE: BuildTask = "build_release_image"
 BUILD_ORDER: tuple[BuildTask, ...] = (BUILD_BASE_IMAGE, BUILD_WHEELS, BUILD_RELEASE_IMAGE)
 REUSE_CACHED_IMAGES = "reuse_cached_images"
+# The gate: cache tags first (a failed test keeps the cache, so a fix-forward is cheap), then the two smoke
+# tests on the ROCm pool; nothing public moves unless both passed.
+TAG_CACHE_IMAGES = "tag_cache_images"
+TEST_RELEASE_IMAGE = "test_release_image"
+TEST_WHEELS = "test_wheels"
+GATE_TESTS = (TEST_RELEASE_IMAGE, TEST_WHEELS)
 PUSH_IMAGES = "push_images"
 PUBLISH_WHEELS = "publish_wheels"
 PROMOTE_NIGHTLY = "promote_nightly"
@@ -41,8 +47,8 @@ SENSORS: dict[Artifact, str] = {
 # The tasks whose XCom holds the pinned refs of a variant's images (kind → repo@sha256:…).
 IMAGE_PRODUCERS = (*BUILD_ORDER, REUSE_CACHED_IMAGES)
 # Tasks whose duration goes into the release summary.
-TIMED_TASKS = (*SENSORS.values(), CHOOSE_PATH, *BUILD_ORDER, REUSE_CACHED_IMAGES, PUSH_IMAGES, PUBLISH_WHEELS,
-               PROMOTE_NIGHTLY)
+TIMED_TASKS = (*SENSORS.values(), CHOOSE_PATH, *BUILD_ORDER, REUSE_CACHED_IMAGES, TAG_CACHE_IMAGES, *GATE_TESTS,
+               PUSH_IMAGES, PUBLISH_WHEELS, PROMOTE_NIGHTLY)
 
 # The Airflow pool (1 slot) of every task that writes a public name — push_images, publish_wheels,
 # promote_nightly, apply_retention — across all runs of any kind (scheduled, manual, backfills: a
@@ -59,6 +65,9 @@ XCOM_TIMING = "timing"  # every timed task: seconds its execute took
 # promote_nightly: {"promoted": bool, "why": str}, pushed before it returns or skips (a skipped task has no
 # return value); release_summary reads it from here.
 XCOM_PROMOTION = "promotion"
+# test_release_image, test_wheels: {"task", "passed", "why", "tail"} (core.smoke.gate_result), pushed before the
+# task fails or skips, for the release summary.
+XCOM_GATE = "gate"
 
 
 def in_group(variant: str, task: str) -> str:

@@ -21,6 +21,7 @@ from rocm_release.core.plan import ReleasePlan, RunKind
 from rocm_release.core.report import VariantResults
 from rocm_release.core.task_ids import (
     CHOOSE_PATH,
+    GATE_TESTS,
     IMAGE_PRODUCERS,
     PROMOTE_NIGHTLY,
     PUBLISH_WHEELS,
@@ -29,6 +30,7 @@ from rocm_release.core.task_ids import (
     SENSORS,
     TIMED_TASKS,
     XCOM_DECISION,
+    XCOM_GATE,
     XCOM_PROMOTION,
     XCOM_TIMING,
     in_group,
@@ -66,6 +68,11 @@ def raw_params(context: Mapping[str, Any]) -> dict[str, Any]:
 def validated_params(context: Mapping[str, Any], config: ReleaseConfig, kind: RunKind) -> ReleaseParams:
     """The run's Params, validated against the config; a backfill may not name a commit."""
     params = parse_params(raw_params(context), config)
+    if kind != "manual" and params.skip_tests:
+        raise ParamsError(
+            f"param 'skip_tests': only a manual run may skip the smoke tests (this is a {kind} run); "
+            "allowed here: false"
+        )
     if kind == "backfill" and params.commit:
         raise ParamsError(
             "param 'commit': a backfill releases the branch tip as of each date; "
@@ -122,6 +129,7 @@ def variant_results(context: Any, variant: str) -> VariantResults:
         pushed=_pull(context, in_group(variant, PUSH_IMAGES)),
         wheels=_pull(context, in_group(variant, PUBLISH_WHEELS)),
         promotion=_pull(context, in_group(variant, PROMOTE_NIGHTLY), XCOM_PROMOTION),
+        gate=tuple(g for t in GATE_TESTS if (g := _pull(context, in_group(variant, t), XCOM_GATE))),
         durations=durations,
     )
 

@@ -184,6 +184,20 @@ class _VariantOperator(_Timed):
         return plan, v
 
 
+class TagCacheImagesOperator(_VariantOperator):
+    """The four digests' cache tags, before the smoke tests: a failed test keeps the cache (a cheap fix-forward)."""
+
+    ui_color = "#d6eaf8"
+
+    @fail_fast
+    def execute(self, context: Any) -> dict[str, str]:
+        """Tag the cache; kind → digest."""
+        from rocm_release.adapters.smoke import tag_variant_cache
+
+        plan, v = self._plan(context)
+        return tag_variant_cache(plan, v, _refs(context, plan, self.variant), self.log.info)
+
+
 class PushImagesOperator(_VariantOperator):
     """Give the digests their cache tags, then copy release and base images to the public registry."""
 
@@ -287,4 +301,5 @@ __all__ = [
     "ReleaseSummaryOperator",
     "ResolveReleaseOperator",
     "ReuseCachedImagesOperator",
+    "TagCacheImagesOperator",
 ]

@@ -55,6 +55,11 @@ def release_params(config: ReleaseConfig) -> dict[str, Param]:
             False, type="boolean", title="Dry run",
             description="Observe and plan only: print the plan and every command; build, push and upload nothing.",
         ),
+        "skip_tests": Param(
+            False, type="boolean", title="Skip the smoke tests (emergency)",
+            description="Manual runs only: publish without test_release_image and test_wheels. Logged as a "
+            "warning and written into the release summary. Scheduled runs and backfills refuse it.",
+        ),
     }
 
 
