@@ -63,6 +63,7 @@ from airflow.sdk import DAG, TaskGroup, TriggerRule
 
 from rocm_release.adapters.config_file import load_config
 from rocm_release.core import task_ids as ids
+from rocm_release.tasks.alerts import NotifyOutcomeOperator, deadline_alert
 from rocm_release.tasks.gate import TestReleaseImageOperator, TestWheelsOperator
 from rocm_release.tasks.nightly import (
     BuildImageOperator,
@@ -104,6 +105,7 @@ with DAG(
     max_active_runs=1,
     default_args={"owner": "release-engineering", "retries": 0},
     tags=["release", "rocm", "nightly"],
+    deadline=deadline_alert(CONFIG),
 ) as dag:
     resolve = ResolveReleaseOperator(task_id=ids.RESOLVE_RELEASE, config=CONFIG, **IO_RETRIES)
     # The summary reports every variant, also one that failed (it then says so and publishes no report).
@@ -145,6 +147,11 @@ with DAG(
             [tag_cache, *tests] >> push
             [tag_cache, *tests] >> publish
             [push, publish] >> promote >> summary
+
+    # Alerts last, as a teardown: it runs whatever happened, and its state never decides the run's.
+    notify = NotifyOutcomeOperator(task_id=ids.NOTIFY_OUTCOME, config=CONFIG, trigger_rule=TriggerRule.ALL_DONE,
+                                   **IO_RETRIES)
+    summary >> notify.as_teardown()
 
 # The Params are attached once the tasks exist. A task created while the DAG has Params carries its own deep
 # copy of them, which the dag-processor validates again (jsonschema) for every task on every parse: most of

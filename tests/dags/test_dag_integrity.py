@@ -13,7 +13,8 @@ import pytest
 from tests.conftest import REPO
 
 EXPECTED_DAG_IDS = {"rocm_nightly_release", "rocm_release_retention"}
-IO_TASKS = {"resolve_release", "tag_cache_images", "push_images", "publish_wheels", "promote_nightly", "release_summary",
+IO_TASKS = {"resolve_release", "notify_outcome", "tag_cache_images", "push_images",
+            "publish_wheels", "promote_nightly", "release_summary",
             "plan_retention", "apply_retention"}
 NO_RETRY_TASKS = {"choose_path", "reuse_cached_images"}
 # Sensors: their timeout is the budget for outages; one retry only absorbs apache/airflow#71172.
@@ -75,6 +76,9 @@ def test_nightly_shape(dagbag) -> None:
     dag = dagbag.dags["rocm_nightly_release"]
     assert dag.max_active_runs == 1 and not dag.catchup
     assert dag.doc_md and "Where to look when it fails" in dag.doc_md
+    # Alerts run last whatever happened, and never decide the run's state (a teardown).
+    notify = dag.get_task("notify_outcome")
+    assert notify.is_teardown and notify.upstream_task_ids == {"release_summary"} and not notify.downstream_task_ids
     assert set(dag.params.keys()) == {"commit", "variants", "force_rebuild", "promote", "dry_run",
                                      "skip_tests"}
     for variant in ("rocm710", "rocm723"):

@@ -24,7 +24,12 @@ CONFIGS = sorted((REPO_ROOT / "include" / "config").glob("*.yaml"))
 def named_connections(config: ReleaseConfig) -> set[str]:
     """Every connection id a config makes the DAGs read (ECR and S3 default to `aws_default`)."""
     ids = {config.cache_registry.connection_id, config.public_registry.connection_id,
-           config.wheel_store.connection_id, config.build.docker_conn_id, *config.build.secrets}
+           config.wheel_store.connection_id, *config.build.secrets}
+    if config.smoke_test is not None:
+        ids.add(config.smoke_test.docker_conn_id)
+    if config.alerts is not None:
+        ids |= {config.alerts.email.smtp_conn_id if config.alerts.email else None,
+                config.alerts.slack.slack_conn_id if config.alerts.slack else None}
     for registry in (config.cache_registry, config.public_registry):
         if registry.kind == "ecr" and not registry.connection_id:
             ids.add("aws_default")
@@ -36,7 +41,7 @@ def named_connections(config: ReleaseConfig) -> set[str]:
 def test_the_configs_are_all_checked() -> None:
     assert {p.name for p in CONFIGS} >= {"vllm.yaml", "demo.yaml"}
     assert named_connections(load_config(REPO_ROOT / "include" / "config" / "vllm.yaml")) == {
-        "aws_default", "dockerhub", "docker_rocm", "sccache_aws"}
+        "aws_default", "dockerhub", "sccache_aws", "smtp_default"}
 
 
 @pytest.mark.parametrize("config_file", CONFIGS, ids=lambda p: p.name)
@@ -53,7 +58,7 @@ def test_connections_file_holds_placeholders_only() -> None:
         assert conn.conn_type, conn_id
         assert conn.password is None or conn.password.startswith("REPLACE-"), conn_id
         assert conn.login is None or conn.login.startswith("REPLACE-"), conn_id
-    assert connections["docker_rocm"].conn_type == "docker"
+    assert connections["smtp_default"].conn_type == "smtp"
     assert connections["aws_default"].conn_type == "aws"
 
 

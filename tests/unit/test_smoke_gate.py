@@ -63,7 +63,8 @@ def _wheel(folder: Path, name: str, module: str, body: str) -> Path:
     return path
 
 
-def _run_wheels_test(mount: Path, imports: list[str], project_body: str = "X = 1\n") -> subprocess.CompletedProcess[str]:
+def _run_wheels_test(mount: Path, imports: list[str],
+                     project_body: str = "X = 1\n") -> subprocess.CompletedProcess[str]:
     (mount / "project").mkdir(parents=True, exist_ok=True)
     (mount / "base").mkdir(exist_ok=True)
     _wheel(mount / "project", "proj", "proj", project_body)
@@ -131,3 +132,13 @@ def test_the_summary_says_loudly_that_the_tests_were_skipped() -> None:
     results = {v.name: VariantResults(pushed={"digests": {}}, wheels=[]) for v in plan.variants}
     text = render_markdown(build_report(plan, results, {}, run_id="manual__x", generated="now"))
     assert "the smoke tests were SKIPPED (skip_tests): published untested" in text
+
+
+def test_the_old_daemon_connection_is_refused_saying_what_replaced_it() -> None:
+    """build.docker_conn_id used a docker connection's host as the daemon address; the provider defines a docker
+    connection as a registry login, so the daemon is build.docker_url (or each worker's $DOCKER_HOST)."""
+    text = DEMO.read_text().replace("  network: none\n", "  network: none\n  docker_conn_id: docker_rocm\n")
+    with pytest.raises(ConfigError, match=r"build: .*docker_conn_id is gone: the daemon is build\.docker_url"):
+        parse_config(text, "demo.yaml", repo_root="/r")
+    url = DEMO.read_text().replace("  network: none\n", "  network: none\n  docker_url: unix:///run/d.sock\n")
+    assert parse_config(url, "demo.yaml", repo_root="/r").build.docker_url == "unix:///run/d.sock"

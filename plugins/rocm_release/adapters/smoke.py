@@ -10,10 +10,12 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 
+from rocm_release.adapters.docker_build import docker_cli, docker_session, run_logged
 from rocm_release.adapters.images import digest_of, tag_cache
 from rocm_release.adapters.registry.clients import blob_registry_for, registry_for
-from rocm_release.adapters.steps import docker_host
+from rocm_release.adapters.steps import cache_logins, docker_host
 from rocm_release.adapters.wheels_image import file_sink, read_labelled_dist
+from rocm_release.core.build_commands import push_failure
 from rocm_release.core.plan import ReleasePlan, VariantPlan
 
 Log = Callable[[str], None]
@@ -26,6 +28,23 @@ def tag_variant_cache(plan: ReleasePlan, v: VariantPlan, refs: dict[str, str], l
     retrying = plan.config.retry.retrying(log)
     return tag_cache(plan=plan, v=v, refs=refs, cache=registry_for(plan.config.cache_registry), log=log,
                      retrying=retrying)
+
+
+def pull_for_test(plan: ReleasePlan, image: str, log: Log) -> None:
+    """``docker pull`` of one image (by digest) into the build host's daemon, logged in to the cache registry the
+    way the builds are (ECR's token, the registry connection), in a throwaway ``DOCKER_CONFIG``. The provider's
+    DockerOperator then finds it there and does not pull. Refusals fail at once; outages are retried."""
+    config = plan.config
+    retrying = config.retry.retrying(log)
+    logins = cache_logins(config, registry_for(config.cache_registry), retrying)
+
+    def pull(env: dict[str, str]) -> None:
+        code, output = run_logged([docker_cli(), "pull", image], env, log)
+        if code != 0:
+            raise push_failure(f"docker pull of {image}", code, output)
+
+    with docker_session(docker_host(config), logins, retrying) as env:
+        retrying(f"docker pull of {image}", partial(pull, env))
 
 
 def stage_wheels(plan: ReleasePlan, v: VariantPlan, refs: Mapping[str, str], folder: Path, log: Log) -> list[str]:
@@ -44,4 +63,4 @@ def stage_wheels(plan: ReleasePlan, v: VariantPlan, refs: Mapping[str, str], fol
     return names
 
 
-__all__ = ["WHEEL_FOLDERS", "docker_host", "stage_wheels", "tag_variant_cache"]
+__all__ = ["WHEEL_FOLDERS", "docker_host", "pull_for_test", "stage_wheels", "tag_variant_cache"]

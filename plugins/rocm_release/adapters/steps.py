@@ -53,6 +53,7 @@ from rocm_release.core.index import IndexLink, IndexPageError, wheel_href
 from rocm_release.core.params import ReleaseParams
 from rocm_release.core.plan import ReleasePlan, RunKind, VariantPlan, base_wheels_prefix, make_plan
 from rocm_release.core.promotion import Verdict, forwards, may_promote
+from rocm_release.core.registry import ImageRegistry, LoginCredentials
 from rocm_release.core.report import to_json
 from rocm_release.core.retrying import Retrying
 from rocm_release.core.task_ids import Artifact
@@ -147,12 +148,15 @@ def observe_artifact(plan: ReleasePlan, v: VariantPlan, artifact: Artifact) -> O
 
 
 def docker_host(config: ReleaseConfig) -> str | None:
-    """The daemon: the docker connection's host when configured, else ``$DOCKER_HOST`` (or docker's default)."""
-    if not config.build.docker_conn_id:
-        return os.environ.get("DOCKER_HOST")
-    from airflow.sdk import BaseHook
+    """The build host's daemon: ``build.docker_url`` when configured, else ``$DOCKER_HOST`` (or docker's default)."""
+    return config.build.docker_url or os.environ.get("DOCKER_HOST")
 
-    return str(BaseHook.get_connection(config.build.docker_conn_id).host)
+
+def cache_logins(config: ReleaseConfig, registry: ImageRegistry, retrying: Retrying) -> list[LoginCredentials]:
+    """The docker logins a build host needs for the cache registry: none for one without login; ECR's token or
+    the connection's login otherwise (fetched now: an ECR token lives 12 hours)."""
+    needs_login = config.cache_registry.kind == "ecr" or config.cache_registry.connection_id is not None
+    return [retrying("login token of the cache registry", registry.login_credentials)] if needs_login else []
 
 
 class MissingSecret(BuildError, FatalError):
@@ -190,8 +194,7 @@ def build_variant_stage(plan: ReleasePlan, v: VariantPlan, stage: Stage, *, run_
     config = plan.config
     registry = registry_for(config.cache_registry)
     retrying = config.retry.retrying(log)
-    needs_login = config.cache_registry.kind == "ecr" or config.cache_registry.connection_id is not None
-    logins = [retrying("login token of the cache registry", registry.login_credentials)] if needs_login else []
+    logins = cache_logins(config, registry, retrying)
     with tempfile.TemporaryDirectory(prefix="rocm-nightly-build-") as tmp, \
             _secret_files(config.build.secrets, Path(tmp) / "secrets") as secrets, \
             docker_session(docker_host(config), logins, retrying) as env:

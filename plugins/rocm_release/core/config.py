@@ -184,12 +184,22 @@ class WheelStore(_Strict):
 
 
 class Build(_Strict):
-    """Where and how builds run: the Airflow queue and pool of the ROCm hosts, the build network."""
+    """Where and how builds run: the Airflow queue and pool of the ROCm hosts, the build network, the daemon."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_docker_conn_id(cls, data: object) -> object:
+        if isinstance(data, dict) and "docker_conn_id" in data:
+            raise ValueError("docker_conn_id is gone: the daemon is build.docker_url (e.g. "
+                             "unix:///var/run/docker.sock; default: each worker's $DOCKER_HOST); a docker connection "
+                             "is a registry login, as the docker provider defines it (smoke_test.docker_conn_id)")
+        return data
 
     queue: Annotated[str, Field(min_length=1)] = "rocm"
     pool: Annotated[str, Field(min_length=1)] = "rocm_builders"
     network: Literal["default", "none", "host"] = "default"
-    docker_conn_id: str | None = None
+    # The build host's docker daemon; None: the worker's $DOCKER_HOST (each host's own), else docker's default.
+    docker_url: Annotated[str, Field(pattern=r"^(unix:///|tcp://|ssh://)[^\s]+$")] | None = None
     secrets: tuple[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")], ...] = ()
     timeout_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = 360
 
@@ -298,6 +308,40 @@ class SmokeTest(_Strict):
     timeout_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = 30
 
 
+CONN_ID = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,250}$")]
+EMAIL = Annotated[str, Field(pattern=r"^[^@\s,;<>]+@[^@\s,;<>]+$")]
+
+
+class EmailAlerts(_Strict):
+    """Alerts by e-mail through the SMTP provider's notifier; the server and login are the connection's."""
+
+    smtp_conn_id: CONN_ID
+    to: Annotated[tuple[EMAIL, ...], Field(min_length=1)]
+    from_email: EMAIL | None = None
+
+
+class SlackAlerts(_Strict):
+    """Alerts to a Slack channel (needs apache-airflow-providers-slack installed; its connection holds the token)."""
+
+    slack_conn_id: CONN_ID
+    channel: Annotated[str, Field(pattern=r"^[#@]?[A-Za-z0-9._-]{1,80}$")]
+
+
+class Alerts(_Strict):
+    """Who hears about a failed night, a recovered one, and a night not finished ``deadline_minutes`` after it
+    was queued (Airflow's deadline alerts). Dry runs never alert."""
+
+    email: EmailAlerts | None = None
+    slack: SlackAlerts | None = None
+    deadline_minutes: Annotated[int, Field(ge=1, le=7 * 24 * 60)] | None = None
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> Alerts:
+        if self.email is None and self.slack is None:
+            raise ValueError("alerts needs a destination: email (smtp_conn_id, to) or slack (slack_conn_id, channel)")
+        return self
+
+
 class ReleaseConfig(_Strict):
     """The whole release configuration."""
 
@@ -316,6 +360,7 @@ class ReleaseConfig(_Strict):
     retry: Retry = Retry()
     # None: the gate tasks skip, saying so (an ungated release); every shipped config has one.
     smoke_test: SmokeTest | None = None
+    alerts: Alerts | None = None
 
     @field_validator("variants")
     @classmethod

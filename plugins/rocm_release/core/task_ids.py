@@ -15,6 +15,7 @@ RETENTION_DAG_ID = "rocm_release_retention"
 # rocm_nightly_release
 RESOLVE_RELEASE = "resolve_release"
 RELEASE_SUMMARY = "release_summary"
+NOTIFY_OUTCOME = "notify_outcome"  # the teardown after the summary: alerts (tasks.alerts)
 CHECK_BASE_IMAGE = "check_base_image"
 CHECK_WHEELS_IMAGE = "check_wheels_image"
 CHECK_RELEASE_IMAGE = "check_release_image"

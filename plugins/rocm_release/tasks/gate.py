@@ -99,7 +99,7 @@ class _GateOperator(BaseOperator):
 
     def _run(self, context: Any, plan: ReleasePlan, smoke: SmokeTest, what: str, **container: Any) -> None:
         """Run the container; hand the outcome on; a failed test fails the task at once."""
-        from rocm_release.adapters.smoke import docker_host
+        from rocm_release.adapters.smoke import docker_host, pull_for_test
         from rocm_release.core.smoke import gate_result, tail
         from rocm_release.tasks.gate_container import DockerContainerFailedException, GateContainer
 
@@ -107,9 +107,10 @@ class _GateOperator(BaseOperator):
         run = GateContainer(task_id=f"{self.task_id}.container", docker_url=docker_host(plan.config),
                             docker_conn_id=smoke.docker_conn_id, environment=dict(smoke.environment), shm_size=shm,
                             devices=list(smoke.devices), group_add=list(smoke.group_add), **container)
-        self.log.info("%s: %s: running %s in %s", self.variant, what, run.command, run.image)
         started = time.monotonic()
         try:
+            pull_for_test(plan, run.image, self.log.info)
+            self.log.info("%s: %s: running %s in %s", self.variant, what, run.command, run.image)
             run.execute(context)
         except DockerContainerFailedException as exc:
             lines = [str(line) for line in (exc.logs or [])]
