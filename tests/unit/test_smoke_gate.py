@@ -142,3 +142,11 @@ def test_the_old_daemon_connection_is_refused_saying_what_replaced_it() -> None:
         parse_config(text, "demo.yaml", repo_root="/r")
     url = DEMO.read_text().replace("  network: none\n", "  network: none\n  docker_url: unix:///run/d.sock\n")
     assert parse_config(url, "demo.yaml", repo_root="/r").build.docker_url == "unix:///run/d.sock"
+
+
+def test_a_test_that_did_not_run_reads_skipped_not_passed() -> None:
+    plan = _plan("demo")
+    skipped = gate_result("v.test_wheels", passed=True, why="not run: nothing new tonight", ran=False)
+    results = {v.name: VariantResults(pushed={"digests": {}}, wheels=[], gate=(skipped,)) for v in plan.variants}
+    text = render_markdown(build_report(plan, results, {}, run_id="scheduled__x", generated="now"))
+    assert "- v.test_wheels: skipped: not run: nothing new tonight" in text

@@ -155,7 +155,7 @@ def _gate_lines(gate: list[dict[str, Any]]) -> list[str]:
     """Each smoke test's verdict; a failed one with the last lines of its container's output."""
     lines: list[str] = []
     for test in gate:
-        verdict = "passed" if test.get("passed") else "**FAILED**"
+        verdict = "skipped" if not test.get("ran", True) else "passed" if test.get("passed") else "**FAILED**"
         lines += ["", f"- {test['task']}: {verdict}: {test.get('why', '')}"]
         if test.get("tail"):
             lines += ["", "```text", *test["tail"], "```"]

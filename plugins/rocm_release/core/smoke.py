@@ -49,6 +49,7 @@ def tail(lines: Sequence[str], count: int = TAIL_LINES) -> list[str]:
     return [str(line).rstrip("\n") for line in lines[-count:]]
 
 
-def gate_result(task: str, *, passed: bool, output: Sequence[str] = (), why: str = "") -> dict[str, Any]:
-    """What a gate task hands the release summary (XCom ``gate``): passed or not, why, its output's tail."""
-    return {"task": task, "passed": passed, "why": why, "tail": tail(output) if not passed else []}
+def gate_result(task: str, *, passed: bool, output: Sequence[str] = (), why: str = "",
+                ran: bool = True) -> dict[str, Any]:
+    """What a gate task hands the release summary (XCom ``gate``): whether it ran, passed, why, its output's tail."""
+    return {"task": task, "ran": ran, "passed": passed, "why": why, "tail": tail(output) if not passed else []}

@@ -83,16 +83,24 @@ class _GateOperator(BaseOperator):
     def _gated(self, context: Any) -> tuple[ReleasePlan, VariantPlan, SmokeTest]:
         """The plan, the variant and the smoke test config; skip (handing on why) when there is nothing to test."""
         from rocm_release.core.smoke import gate_result
+        from rocm_release.tasks.context import decision_from_xcom
 
         plan, v = _plan_and_variant(context, self.variant)
+        decision = decision_from_xcom(context, self.variant)
         why = ""
         if plan.skip_tests:
             why = "SKIPPED by the skip_tests Param of this manual run: published UNTESTED"
         elif plan.config.smoke_test is None:
             why = "SKIPPED: the config has no smoke_test section; this release is not gated"
+        elif decision.reuse and decision.wheels_published.present and not plan.force_rebuild:
+            # Nothing new tonight: these digests were published, so they passed the gate on the night that
+            # published them. Testing again would pull the release image (many GB) onto a build host per no-op
+            # night and change nothing.
+            why = ("not run: nothing new tonight (every image reused, the wheels published already); these "
+                   "digests passed the gate on the night that published them")
         if why:
-            self.log.warning("%s: %s", self.task_id, why)
-            context["ti"].xcom_push(key=XCOM_GATE, value=gate_result(self.task_id, passed=True, why=why))
+            (self.log.warning if "SKIPPED" in why else self.log.info)("%s: %s", self.task_id, why)
+            context["ti"].xcom_push(key=XCOM_GATE, value=gate_result(self.task_id, passed=True, why=why, ran=False))
             raise AirflowSkipException(why)
         assert plan.config.smoke_test is not None
         return plan, v, plan.config.smoke_test
