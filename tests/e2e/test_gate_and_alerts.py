@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,6 +71,13 @@ class World:
         proc = dags_test(self.env, DAG_ID, {"commit": self.commits["initial"], "promote": True, **conf})
         return proc.returncode, proc.stdout + proc.stderr
 
+    def notes(self) -> list[str]:
+        """The notes of this DAG's runs, oldest first, read from Airflow's database (the UI shows each on its run)."""
+        with sqlite3.connect(self.root / "airflow" / "airflow.db") as db:
+            rows = db.execute("SELECT n.content FROM dag_run r JOIN dag_run_note n ON n.dag_run_id = r.id "
+                              "WHERE r.dag_id = ? ORDER BY r.id", (DAG_ID,)).fetchall()
+        return [str(r[0]) for r in rows]
+
     def public_snapshot(self) -> dict[str, str]:
         """sha256 of every file of this test's public repositories and of the store."""
         files = {}
@@ -118,6 +126,12 @@ def test_the_failed_night_mails_the_failed_task_the_commit_and_its_triage(world:
     assert "Triage: `test_release_image` or `test_wheels` failed" in text
 
 
+def test_the_failed_runs_note_says_which_test_failed(world: World, failed_night: Any) -> None:
+    (note,) = world.notes()
+    assert note.startswith("**FAILED**: tinyllm `" + world.commits["initial"][:12] + "`"), note
+    assert "gate: test_release_image FAILED, test_wheels passed" in note
+
+
 def test_the_next_good_night_reuses_publishes_and_says_recovered_once(world: World, failed_night: Any) -> None:
     world.smoke(world.good_command)
     code, output = world.run()
@@ -131,6 +145,9 @@ def test_the_next_good_night_reuses_publishes_and_says_recovered_once(world: Wor
     assert (local_path(wheels_prefix(world.config.wheel_store.url, commit, VARIANT)) / "index.html").exists()
     subjects = [str(m["Subject"]) for m in world.inbox.messages]
     assert len(subjects) == 2 and "RECOVERED" in subjects[1], subjects
+    note = world.notes()[-1]
+    assert note.startswith("**published**") and "gate: test_release_image passed, test_wheels passed" in note
+    assert f"Full report: {world.config.wheel_store.public_url}/{commit}/RELEASE.md" in note, note
 
     assert world.run(dry_run=True)[0] == 0
     assert world.run()[0] == 0

@@ -465,6 +465,12 @@ def test_manual_run_with_params_through_the_api_publishes_promotes_and_reschedul
     assert entry["path"] == "built: build_base_image, build_wheels, build_release_image"
     assert {w["filename"].split("-")[0] for w in entry["wheels"]} == {"tinyllm", "tinytorch"}
     assert entry["promotion"]["promoted"] is True
+    assert [(g["task"], g["passed"]) for g in entry["gate"]] == [(f"{VARIANT}.test_release_image", True),
+                                                                (f"{VARIANT}.test_wheels", True)]
+    # The release summary on the run itself, where the UI shows it (the scheduler's run-note listener).
+    note = world.run(run_id)["note"]
+    assert note.startswith(f"**published**: tinyllm `{initial[:12]}` (manual run)"), note
+    assert "gate: test_release_image passed, test_wheels passed; nightly: promoted" in note, note
     assert world.nightly_commit(VARIANT) == initial
     assert world.nightly_index_commit(VARIANT) == initial
     assert world.nightly_digest(OTHER) is None and world.nightly_index(OTHER) is None

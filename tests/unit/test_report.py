@@ -53,3 +53,19 @@ def test_the_summary_says_whether_nightly_moved_and_why(promotion: dict[str, Any
     results = {v.name: VariantResults(pushed={"digests": {}}, wheels=[], promotion=promotion) for v in plan.variants}
     report = build_report(plan, results, {}, run_id="backfill__x", generated="now")
     assert line in render_markdown(report).splitlines()
+
+
+def test_the_run_note_is_short_enough_for_airflow_even_with_many_variants() -> None:
+    from rocm_release.core.report import NOTE_MAX, run_note
+
+    plan = _plan("demo")
+    gate = ({"task": "v.test_release_image", "ran": True, "passed": False},
+            {"task": "v.test_wheels", "ran": False, "passed": True})
+    results = {v.name: VariantResults(gate=gate, promotion={"promoted": False}) for v in plan.variants}
+    report = build_report(plan, results, {}, run_id="scheduled__x", generated="now")
+    note = run_note(report, "https://wheels.example/abc/RELEASE.md")
+    assert note.startswith(f"**FAILED**: tinyllm `{plan.commit[:12]}` (scheduled run)")
+    assert "gate: test_release_image FAILED, test_wheels skipped; nightly: not promoted" in note
+    assert note.endswith("Full report: https://wheels.example/abc/RELEASE.md")
+    report["variants"] = {f"rocm{i:03d}": report["variants"][plan.variants[0].name] for i in range(40)}
+    assert len(run_note(report, "https://x")) == NOTE_MAX

@@ -151,6 +151,31 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+NOTE_MAX = 1000  # Airflow's dag_run_note.content is a String(1000)
+
+
+def run_note(report: dict[str, Any], full_report_url: str | None) -> str:
+    """The night in a few lines for the DAG run's note in the UI: outcome, commit, per variant the path, the
+    gate and ``nightly``; a link to the whole report. At most NOTE_MAX characters."""
+    lines = [f"**{report['outcome']}**: {report['project']} `{report['commit'][:12]}` ({report['run_kind']} run)"]
+    if report.get("skip_tests"):
+        lines.append("**the smoke tests were SKIPPED (skip_tests)**")
+    for name, var in report["variants"].items():
+        parts = [f"- {name}: {var['path']}"]
+        gate = [f"{t['task'].rsplit('.', 1)[-1]} "
+                f"{'skipped' if not t.get('ran', True) else 'passed' if t.get('passed') else 'FAILED'}"
+                for t in var.get("gate", [])]
+        if gate:
+            parts.append(f"gate: {', '.join(gate)}")
+        if var.get("promotion"):
+            parts.append("nightly: " + ("promoted" if var["promotion"].get("promoted") else "not promoted"))
+        lines.append("; ".join(parts))
+    if full_report_url and report["outcome"] != OUTCOME_DRY_RUN:
+        lines.append(f"Full report: {full_report_url}")
+    text = "\n".join(lines)
+    return text if len(text) <= NOTE_MAX else text[:NOTE_MAX - 1] + "…"
+
+
 def _gate_lines(gate: list[dict[str, Any]]) -> list[str]:
     """Each smoke test's verdict; a failed one with the last lines of its container's output."""
     lines: list[str] = []

@@ -69,6 +69,9 @@ XCOM_PROMOTION = "promotion"
 # test_release_image, test_wheels: {"task", "passed", "why", "tail"} (core.smoke.gate_result), pushed before the
 # task fails or skips, for the release summary.
 XCOM_GATE = "gate"
+# release_summary: the run's note (Markdown, at most core.report.NOTE_MAX characters), pushed before it returns or
+# fails; the run-note listener (tasks.run_note) copies it onto the DAG run, where the UI shows it.
+XCOM_NOTE = "note"
 
 
 def in_group(variant: str, task: str) -> str:

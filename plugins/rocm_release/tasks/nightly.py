@@ -20,7 +20,7 @@ from airflow.providers.standard.operators.branch import BaseBranchOperator
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from rocm_release.core.task_ids import REUSE_CACHED_IMAGES, XCOM_DECISION, XCOM_TIMING, in_group
+from rocm_release.core.task_ids import REUSE_CACHED_IMAGES, XCOM_DECISION, XCOM_NOTE, XCOM_TIMING, in_group
 from rocm_release.tasks.policy import fail_fast
 
 if TYPE_CHECKING:
@@ -270,7 +270,14 @@ class ReleaseSummaryOperator(BaseOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         """Gather what the tasks handed on, print the report, and store it next to the wheels."""
         from rocm_release.adapters.steps import image_sizes, store_report
-        from rocm_release.core.report import OUTCOME_FAILED, build_report, changed_nothing, render_markdown
+        from rocm_release.core.report import (
+            OUTCOME_FAILED,
+            build_report,
+            changed_nothing,
+            public_index_url,
+            render_markdown,
+            run_note,
+        )
         from rocm_release.tasks.context import plan_from_xcom, variant_results
 
         plan = plan_from_xcom(context)
@@ -280,6 +287,8 @@ class ReleaseSummaryOperator(BaseOperator):
                               generated=datetime.now(UTC).isoformat())
         markdown = render_markdown(report)
         self.log.info("Release summary:\n%s", markdown)
+        url = public_index_url(plan.config.wheel_store.public_url, plan.store_url, plan.summary_url)
+        context["ti"].xcom_push(key=XCOM_NOTE, value=run_note(report, url if not plan.dry_run else None))
         if report["outcome"] == OUTCOME_FAILED:
             raise AirflowFailException("the release is incomplete: see the variants without digests or wheels above")
         if not plan.dry_run:
