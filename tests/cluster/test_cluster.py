@@ -6,8 +6,8 @@ triggerer, a worker on the default queue (``airflow-worker``) and two on the ``r
 home of its own; the wheel store on S3 (moto), the source over ``git://``, task logs on S3. Everything
 goes through the REST API, as a user's script would:
 
-1. a full-rebuild night (both variants, promote): every build task ran on a build host from the
-   ``rocm`` queue and nothing else did; the two variants built in parallel, one on each host (their
+1. a full-rebuild night (both variants, promote): every build task and both smoke tests ran on a build
+   host from the ``rocm`` queue and nothing else did; the two variants built in parallel, one on each host (their
    build intervals overlap; never more than the pool's 2 builds at once, never 2 on one host); the
    published wheels install with pip from the store's public URL;
 2. a no-op night of the same commit: nothing built, nothing new in the cache registry;
@@ -43,12 +43,17 @@ pytestmark = pytest.mark.cluster
 
 VARIANTS = ("rocm710", "rocm723")
 BUILDS = ("build_base_image", "build_wheels", "build_release_image")
+GATE = ("test_release_image", "test_wheels")  # the smoke tests: on the build hosts too (their docker, their pool)
 NIGHT_TIMEOUT = 1200
 TIMINGS: dict[str, float] = {}
 
 
 def is_build(task_id: str) -> bool:
     return task_id.rsplit(".", 1)[-1] in BUILDS
+
+
+def on_build_host(task_id: str) -> bool:
+    return task_id.rsplit(".", 1)[-1] in (*BUILDS, *GATE)
 
 
 def when(stamp: str) -> datetime:
@@ -110,8 +115,10 @@ def test_every_build_ran_on_a_rocm_host_and_nothing_else_did(world: Cluster, ful
     assert sorted(builds) == sorted(f"{v}.{b}" for v in VARIANTS for b in BUILDS), "a full rebuild builds all"
     where = {t: (ti["hostname"], ti["queue"]) for t, ti in tis.items()}
     print("\nnight 1, task → (host, queue):\n" + "\n".join(f"  {t}: {h}" for t, h in sorted(where.items())))
+    assert sorted(t for t in tis if on_build_host(t) and not is_build(t)) == sorted(
+        f"{v}.{g}" for v in VARIANTS for g in GATE), "both smoke tests ran for each variant"
     for task, (host, queue) in where.items():
-        if is_build(task):
+        if on_build_host(task):
             assert queue == "rocm" and host in world.build_hosts, (task, host, queue)
         else:
             assert queue == "default" and host == world.default_host, (task, host, queue)
