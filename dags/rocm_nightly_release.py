@@ -11,7 +11,9 @@ the ROCm pool (`test_release_image`: the release image by digest runs the
 configured smoke command; `test_wheels`: the wheels installed with pip into a
 clean container of the parent image), and only when both passed do
 `push_images`, `publish_wheels` and `promote_nightly` publish.
-`release_summary` prints the report with install commands.
+`release_summary` prints the report with install commands (and leaves a short
+version as the run's note); `notify_outcome` alerts when a night failed, and
+once when it recovered.
 
 **Healthy looks like:** a no-op night (same commit as yesterday) finishes in
 minutes with every variant on `reuse_cached_images` and no build task run; a
@@ -34,6 +36,8 @@ parent image, args): look at `choose_path`'s log, which says why.
   and upload is retried inside its task for the config's `retry` window (the
   log says "attempt N failed …; retrying in …"). A task that fails with
   "still failing after N attempts … (retry window)" met a longer outage.
+- `notify_outcome` failed: the alert did not go out (the SMTP or Slack
+  connection); the night's own state is what its other tasks say.
 - A build failed: nothing after it publishes. Clear the build task: builds are
   idempotent and reuse what was pushed.
 - `publish_wheels` failed: clear it; it converges (skips files already there,

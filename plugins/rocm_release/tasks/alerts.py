@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
-from rocm_release.core.task_ids import NOTIFY_OUTCOME, RESOLVE_RELEASE
+from rocm_release.core.task_ids import NIGHTLY_DAG_ID, NOTIFY_OUTCOME, RESOLVE_RELEASE
 from rocm_release.tasks.policy import fail_fast
 
 if TYPE_CHECKING:
@@ -104,8 +104,9 @@ def deadline_alert(config: ReleaseConfig) -> Any:
     from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
     minutes = alerts.deadline_minutes
-    subject = (f"[rocm-nightly] LATE: {{{{ dag.dag_id }}}} {{{{ run_id }}}} not finished {minutes} min after it "
-               "was queued")
+    # Plain text: what the callback's context holds differs from a task's, and a template that fails to render
+    # would lose the alert.
+    subject = f"[rocm-nightly] LATE: a {NIGHTLY_DAG_ID} run is not finished {minutes} min after it was queued"
     return DeadlineAlert(
         reference=DeadlineReference.DAGRUN_QUEUED_AT,
         interval=timedelta(minutes=minutes),
