@@ -308,20 +308,6 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         pass
 
 
-def _address(hex_address: str, width: int) -> str:
-    """``0100007F:1F90`` (/proc/net/tcp, little-endian words) → ``127.0.0.1:8080``; IPv6 likewise."""
-    host, port = hex_address.split(":")
-    raw = b"".join(bytes.fromhex(host[i:i + 8])[::-1] for i in range(0, width, 8))
-    return f"{ipaddress.ip_address(raw)}:{int(port, 16)}"
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
-
-
 @contextmanager
 def running_world(root: Path, repository_prefix: str, timings: dict[str, float | int]) -> Iterator[World]:
     """A started ``World`` in ``root`` with the DAG unpaused; at exit every process it started is stopped
