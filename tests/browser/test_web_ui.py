@@ -26,9 +26,9 @@ Screenshots (PNG) of the trigger form, the refused commit, the plan in the log, 
 and the grid after the nights are written to ``.state/test-artifacts/browser/`` (ignored by git), and
 ``failed-<test>.png`` of what the page showed when a test failed.
 
-Wall time, 2 cores shared with another test run, services up, 3 passing module runs: 178-196 s (startup
-until the DAG is listed 25-36 s; the dry run from the form 20-24 s; the backfill 58-81 s; teardown
-5-11 s). The module prints these as `timings:` lines at teardown (`pytest -s`).
+Wall time, 2 cores shared with another test run, services up, 5 passing module runs: 115-196 s (startup
+until the DAG is listed 22-36 s; the dry run from the form 15-24 s; the backfill 45-81 s; teardown
+4-11 s). The module prints these as `timings:` lines at teardown (`pytest -s`).
 """
 
 from __future__ import annotations
