@@ -72,6 +72,8 @@ APT_PACKAGES: dict[str, tuple[str, ...]] = {
     # The platform-tag tests compile small C libraries (tests/support/wheels.py: compile_library).
     "gcc": ("/usr/bin/gcc",),
     "libc6-dev": ("/usr/include/stdio.h",),
+    # The web UI tests (tests/browser/) drive Debian's chromium with Playwright (no browser download).
+    "chromium": ("/usr/bin/chromium",),
 }
 
 BASE_SUITE = "bookworm"

@@ -13,5 +13,8 @@
 * ``dockerd``: a private, empty ``dockerd``;
 * ``gates``: a TCP gate (down, cut mid-request, hold a request) and an HTTP proxy (503s, other bytes) in front of
   a real server, for the fault matrix;
-* ``demo``: the demo config and git history, Airflow homes and ``airflow dags test`` runs.
+* ``demo``: the demo config and git history, Airflow homes and ``airflow dags test`` runs;
+* ``airflow_api``: a running Airflow's REST API (login, runs, task instances, XComs, logs) and ``wait_for``;
+* ``airflow_world``: the DAG under Airflow's own services (scheduler, dag-processor, triggerer, api-server) in a
+  world of a module's own (tests/e2e/test_scheduler.py, tests/browser/).
 """
