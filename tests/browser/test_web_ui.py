@@ -176,7 +176,7 @@ def test_the_trigger_form_runs_a_dry_run_of_one_commit_and_one_variant(world: Wo
     TIMINGS["dry run from the form"] = time.monotonic() - started
     assert run["run_type"] == "manual" and run["triggered_by"] == "ui"
     assert run["conf"] == {"commit": initial, "variants": [VARIANT], "force_rebuild": False, "promote": False,
-                           "dry_run": True}
+                           "dry_run": True, "skip_tests": False}
 
     plan = world.xcom(run_id, "resolve_release")
     assert (plan["commit"], plan["run_kind"], plan["dry_run"], plan["promote"]) == (initial, "manual", True, False)
