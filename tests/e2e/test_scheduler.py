@@ -16,7 +16,11 @@ SimpleAuthManager generated):
    `check_wheels_published` an error that is neither "present" nor "absent"
    (its `index.html` is unreadable) until the test repairs it, so that sensor
    really goes `up_for_reschedule` under the scheduler, pokes again, and ends
-   `success` with the store's definitive answer in the same try;
+   `success` with the store's definitive answer in the same try. The repair
+   waits for the config's alerts deadline (1 minute after the run was queued):
+   Airflow's DeadlineAlert fires (the scheduler), the triggerer runs the SMTP
+   notifier, and the LATE mail reaches a real SMTP server (aiosmtpd) while the
+   run still runs. The finished run carries the release summary as its note;
 2. a backfill of 2026-11-02 and 2026-11-03 (02:00 UTC, the DAG's cron; after
    its start_date 2026-01-01), both variants, `max_active_runs` 1, releases
    the commit that was the branch tip at each date (`initial`, then
@@ -37,15 +41,16 @@ The three steps are module-scoped fixtures (`manual_run`, then `backfill`), each
 test first asks for it, so that every test can also run alone: the backfill test gets the manual run
 first, the pool test both.
 
-Wall time, 2 cores, services up, 7 passing module runs: 106-147 s in all
-(startup: db migrate until the DAG is listed 12-30 s; manual run 40-56 s, of
-which 15-29 s are the rescheduled sensor's wait; backfill 36-66 s; teardown
-4-13 s). The module prints these as `timings:` lines at teardown (`pytest -s`)
+Wall time, 2 cores, services up: 199 s in all with the gate and the deadline wait (startup 18 s; the
+manual run 104 s, of which about 60 s are the held run waiting for its deadline; backfill 72 s;
+teardown 4 s); 106-147 s over 7 runs before the gate and the alerts.
+The module prints these as `timings:` lines at teardown (`pytest -s`)
 and writes them to timings.txt in its tmp folder.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -58,6 +63,7 @@ from rocm_release.core.plan import wheels_prefix
 from tests.support.airflow_api import RUN_TIMEOUT, wait_for
 from tests.support.airflow_world import BACKFILL, DAG_ID, OTHER, POOL, VARIANT, World, running_world
 from tests.support.demo import local_path
+from tests.support.smtp import Inbox, smtp_server
 
 pytestmark = pytest.mark.e2e
 
@@ -67,9 +73,28 @@ BUILDS = ("build_base_image", "build_wheels", "build_release_image")
 TIMINGS: dict[str, float | int] = {}
 
 
+DEADLINE_MINUTES = 1  # the alerts' deadline: the manual run is held (its sensor blocked) until it has passed
+LATE = "[rocm-nightly] LATE:"
+
+
 @pytest.fixture(scope="module")
-def world(services: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    with running_world(tmp_path_factory.mktemp("e2e-scheduler"), "e2e-sched", TIMINGS) as w:
+def mail() -> Iterator[tuple[int, Inbox]]:
+    """A real SMTP server on 127.0.0.1 for the alerts (aiosmtpd)."""
+    with smtp_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def world(services: dict[str, Any], mail: tuple[int, Inbox],
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    port, _ = mail
+    alerts = {"alerts": {"email": {"smtp_conn_id": "smtp_e2e", "to": ["release-eng@example.test"],
+                                   "from_email": "rocm-nightly@example.test"},
+                         "deadline_minutes": DEADLINE_MINUTES}}
+    smtp = {"AIRFLOW_CONN_SMTP_E2E": json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": port, "extra": {
+        "disable_tls": True, "disable_ssl": True, "timeout": 10, "retry_limit": 1}})}
+    with running_world(tmp_path_factory.mktemp("e2e-scheduler"), "e2e-sched", TIMINGS, config=alerts,
+                       extra_env=smtp) as w:
         yield w
 
 
@@ -82,7 +107,7 @@ class ManualRun:
 
 
 @pytest.fixture(scope="module")
-def manual_run(world: World) -> ManualRun:
+def manual_run(world: World, mail: tuple[int, Inbox]) -> ManualRun:
     """A manual run triggered like the UI form does, of `initial` (promote, rocm710 only).
 
     While it runs, the store gives no definitive answer about the commit's wheels (index.html unreadable)
@@ -101,6 +126,12 @@ def manual_run(world: World) -> ManualRun:
     wait_for(f"{sensor} to be up_for_reschedule",
              lambda: world.task_instances(run_id).get(sensor, {}).get("state") == "up_for_reschedule",
              RUN_TIMEOUT, alive=world.alive, interval=0.25)
+    # Held until past its deadline: Airflow's DeadlineAlert (the scheduler sees it missed, the triggerer runs
+    # the SMTP notifier) sends the LATE mail while the run still runs.
+    _, inbox = mail
+    wait_for("the deadline's LATE mail", lambda: [m for m in inbox.messages if str(m["Subject"]).startswith(LATE)],
+             DEADLINE_MINUTES * 60 + 120, alive=world.alive, interval=1)
+    assert world.run(run_id)["state"] == "running"
     blocked.rmdir()
     world.finished(run_id)
     TIMINGS["manual run (initial, full rebuild of one variant)"] = time.monotonic() - started

@@ -79,13 +79,15 @@ class World(AirflowApi):
     """A config, registries, store, git history and Airflow home of a test module's own, and the Airflow
     services running on them (``start``/``stop``); ``timings`` collects how long each step took."""
 
-    def __init__(self, root: Path, repository_prefix: str, timings: dict[str, float | int] | None = None) -> None:
+    def __init__(self, root: Path, repository_prefix: str, timings: dict[str, float | int] | None = None, *,
+                 config: dict[str, Any] | None = None, extra_env: dict[str, str] | None = None) -> None:
         self.root = root
         self.timings: dict[str, float | int] = {} if timings is None else timings
         demo = demo_config(root, f"{repository_prefix}-{uuid.uuid4().hex[:8]}")
         assert [v["name"] for v in demo["variants"]] == [VARIANT, OTHER]
         demo["sensors"]["poke_interval"] = SENSOR_POKE_INTERVAL
         demo["sensors"]["max_wait"] = SENSOR_MAX_WAIT
+        demo.update(config or {})  # e.g. alerts
         self.config_file = write_config(root / "config.yaml", demo)
         self.config = load_config(self.config_file)
         self.store_url = self.config.wheel_store.url
@@ -112,6 +114,7 @@ class World(AirflowApi):
             # (Re-parsing sooner than the default 30 s would only add writers to the SQLite database.)
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+            **(extra_env or {}),
         }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.user = ""
@@ -309,12 +312,14 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
 
 
 @contextmanager
-def running_world(root: Path, repository_prefix: str, timings: dict[str, float | int]) -> Iterator[World]:
+def running_world(root: Path, repository_prefix: str, timings: dict[str, float | int], *,
+                  config: dict[str, Any] | None = None,
+                  extra_env: dict[str, str] | None = None) -> Iterator[World]:
     """A started ``World`` in ``root`` with the DAG unpaused; at exit every process it started is stopped
     and ``timings`` (plus teardown and module wall time) printed as `timings:` lines and written to
     ``root/timings.txt``."""
     began = time.monotonic()
-    w = World(root, repository_prefix, timings)
+    w = World(root, repository_prefix, timings, config=config, extra_env=extra_env)
     try:
         w.start()
         assert w.get(f"/pools/{POOL}")["slots"] == 1  # imported from include/airflow/pools.json

@@ -75,9 +75,11 @@ def _alerts(section: str) -> str:
 @pytest.mark.parametrize(("section", "named"), [
     ("alerts: {}\n", "alerts needs a destination"),
     ("alerts:\n  email: {smtp_conn_id: s, to: []}\n", "alerts.email.to"),
-    ("alerts:\n  email: {smtp_conn_id: s, to: ['not an address']}\n", "alerts.email.to.0"),
-    ("alerts:\n  email: {smtp_conn_id: 's; rm', to: [a@b.c]}\n", "alerts.email.smtp_conn_id"),
-    ("alerts:\n  email: {smtp_conn_id: s, to: [a@b.c]}\n  deadline_minutes: 0\n", "alerts.deadline_minutes"),
+    ("alerts:\n  email: {smtp_conn_id: s, to: [a@b.c]}\n", "alerts.email.from_email"),
+    ("alerts:\n  email: {smtp_conn_id: s, to: ['not an address'], from_email: f@b.c}\n", "alerts.email.to.0"),
+    ("alerts:\n  email: {smtp_conn_id: 's; rm', to: [a@b.c], from_email: f@b.c}\n", "alerts.email.smtp_conn_id"),
+    ("alerts:\n  email: {smtp_conn_id: s, to: [a@b.c], from_email: f@b.c}\n  deadline_minutes: 0\n",
+     "alerts.deadline_minutes"),
 ])
 def test_a_bad_alerts_section_is_refused_naming_the_field(section: str, named: str) -> None:
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
@@ -93,7 +95,7 @@ def test_slack_is_a_config_alternative() -> None:
 def test_the_deadline_is_airflows_deadline_alert_with_the_smtp_notifier() -> None:
     from rocm_release.tasks.alerts import deadline_alert
 
-    config = parse_config(_alerts("alerts:\n  email: {smtp_conn_id: smtp_default, to: [a@b.c]}\n"
+    config = parse_config(_alerts("alerts:\n  email: {smtp_conn_id: smtp_default, to: [a@b.c], from_email: f@b.c}\n"
                                   "  deadline_minutes: 480\n"), "x", repo_root="/r")
     alert = deadline_alert(config)
     assert alert.interval == timedelta(minutes=480)

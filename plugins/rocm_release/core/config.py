@@ -317,7 +317,8 @@ class EmailAlerts(_Strict):
 
     smtp_conn_id: CONN_ID
     to: Annotated[tuple[EMAIL, ...], Field(min_length=1)]
-    from_email: EMAIL | None = None
+    # Required: the notifier refuses to send without one (the deadline's mail, sent by the triggerer, too).
+    from_email: EMAIL
 
 
 class SlackAlerts(_Strict):
