@@ -16,7 +16,8 @@ Debian package through `make services-up`), and everything below is done as a us
 4. the trigger dialog's Backfill mode creates a backfill of 2026-11-02 and 2026-11-03 (02:00 UTC, the
    demo history's nights), whose two runs publish both commits WITHOUT moving `nightly`: the public
    `nightly-<variant>` tags and the `nightly/<variant>/` wheel indexes are what they were before
-   (none: no run of this module promotes, and a backfill that did would create them).
+   (`initial`, put there by a promoting manual run through the API first; the backfill's second night
+   releases the newer `source_change`, where a promoting run would move `nightly`).
 
 Run states, XComs and logs are also read through the REST API (``World``), which is how the tests
 wait: every wait polls a condition with a deadline (Playwright's auto-waiting ``expect`` in the page,
@@ -229,9 +230,21 @@ def pick_date(dialog: Locator, which: str, day: str) -> None:
 
 
 def test_a_backfill_from_the_dialog_publishes_both_nights_and_never_moves_nightly(world: World, page: Page) -> None:
+    # First `nightly` must exist to be moved: a promoting manual run of `initial` (through the API; the form is
+    # the test above). The backfill's second night releases `source_change`, newer on the branch: a run that
+    # promoted would move `nightly` there.
+    initial = world.commits["initial"]
+    promoted = world.send("POST", f"/dags/{DAG_ID}/dagRuns",
+                          {"logical_date": None, "conf": {"commit": initial, "promote": True, "variants": [VARIANT]}})
+    world.finished(promoted["dag_run_id"])
+    assert world.nightly_commit(VARIANT) == initial
     before = {v: (world.nightly_digest(v), world.nightly_index(v)) for v in (VARIANT, OTHER)}
+    assert before[VARIANT][0] is not None and before[VARIANT][1] is not None
     dialog = open_trigger_dialog(world, page)
-    dialog.get_by_role("radio", name="Backfill").check(force=True)  # the radio card's input is visually hidden
+    # The radio card's input is visually hidden (a forced check() of it was once refused as "outside of the
+    # viewport" while the dialog settled): click the card's visible text, as a user does, then check the state.
+    dialog.get_by_text("Run this Dag for a range of dates").click()
+    expect(dialog.get_by_role("radio", name="Backfill")).to_be_checked()
     expect(dialog.get_by_role("heading", name=f"Run Backfill - {DAG_ID}")).to_be_visible()
     pick_date(dialog, "From", "2026/11/02")
     pick_date(dialog, "To", "2026/11/03")
@@ -263,6 +276,7 @@ def test_a_backfill_from_the_dialog_publishes_both_nights_and_never_moves_nightl
                 {"promoted": False, "why": "backfills never promote"}
     # `nightly` did not move: the public tags and the nightly wheel indexes are what they were.
     assert {v: (world.nightly_digest(v), world.nightly_index(v)) for v in (VARIANT, OTHER)} == before
+    assert world.nightly_commit(VARIANT) == initial
 
     # The grid after the nights: the banner is gone once the backfill is complete.
     wait_for("the backfill to be marked complete", lambda: all(
