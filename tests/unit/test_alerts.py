@@ -39,6 +39,12 @@ def test_only_the_failed_tasks_are_causes() -> None:
     assert failed_tasks(states, ignore="notify_outcome") == ["a.test_wheels", "b.build_wheels"]
 
 
+def test_the_summary_is_named_only_when_nothing_else_failed() -> None:
+    states = {"a.test_release_image": "failed", "release_summary": "failed", "a.push_images": "upstream_failed"}
+    assert failed_tasks(states, consequence="release_summary") == ["a.test_release_image"]
+    assert failed_tasks({"release_summary": "failed"}, consequence="release_summary") == ["release_summary"]
+
+
 @pytest.mark.parametrize(("task", "start"), [
     ("rocm710.test_release_image", "`test_release_image` or `test_wheels` failed"),
     ("rocm710.test_wheels", "`test_release_image` or `test_wheels` failed"),

@@ -26,9 +26,14 @@ def alert_kind(*, night_failed: bool, previous: str | None) -> AlertKind | None:
     return "recovered" if previous == "failed" else None
 
 
-def failed_tasks(states: Mapping[str, str | None], *, ignore: str = "") -> list[str]:
-    """The task ids that failed (not those that only did not run because of them), in id order."""
-    return sorted(t for t, s in states.items() if s in FAILED_STATES and t != ignore)
+def failed_tasks(states: Mapping[str, str | None], *, ignore: str = "", consequence: str = "") -> list[str]:
+    """The task ids that failed (not those that only did not run because of them), in id order.
+
+    ``consequence`` (the release summary) is left out when something else failed: it fails *because* a
+    variant has no digests or wheels, and naming it would send the reader to the wrong log."""
+    failed = sorted(t for t, s in states.items() if s in FAILED_STATES and t != ignore)
+    causes = [t for t in failed if t != consequence]
+    return causes or failed
 
 
 def triage_lines(doc_md: str) -> list[str]:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
-from rocm_release.core.task_ids import NIGHTLY_DAG_ID, NOTIFY_OUTCOME, RESOLVE_RELEASE
+from rocm_release.core.task_ids import NIGHTLY_DAG_ID, NOTIFY_OUTCOME, RELEASE_SUMMARY, RESOLVE_RELEASE
 from rocm_release.tasks.policy import fail_fast
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ class NotifyOutcomeOperator(BaseOperator):
             raise AirflowSkipException("no alerts in the config: nobody is told")
         run_id = str(context["run_id"])
         states = ti.get_task_states(dag_id=dag.dag_id, run_ids=[run_id]).get(run_id, {})
-        failed = failed_tasks(states, ignore=self.task_id)
+        failed = failed_tasks(states, ignore=self.task_id, consequence=RELEASE_SUMMARY)
         previous = Variable.get(LAST_OUTCOME_VARIABLE, default=None)
         kind = alert_kind(night_failed=bool(failed), previous=previous)
         self.log.info("night %s: failed tasks %s; the previous night %s; alert: %s", run_id, failed or "none",
