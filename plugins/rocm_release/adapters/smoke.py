@@ -11,10 +11,9 @@ from functools import partial
 from pathlib import Path
 
 from rocm_release.adapters.docker_build import docker_cli, docker_session, run_logged
-from rocm_release.adapters.images import digest_of, tag_cache
+from rocm_release.adapters.images import tag_cache
 from rocm_release.adapters.registry.clients import blob_registry_for, registry_for
-from rocm_release.adapters.steps import cache_logins, docker_host
-from rocm_release.adapters.wheels_image import file_sink, read_labelled_dist
+from rocm_release.adapters.steps import cache_logins, docker_host, read_wheels_image
 from rocm_release.core.build_commands import push_failure
 from rocm_release.core.plan import ReleasePlan, VariantPlan
 
@@ -56,8 +55,7 @@ def stage_wheels(plan: ReleasePlan, v: VariantPlan, refs: Mapping[str, str], fol
     for kind, sub in WHEEL_FOLDERS.items():
         target = folder / sub
         target.mkdir(parents=True)
-        files = retrying(f"read of /dist of {refs[kind]}", partial(
-            read_labelled_dist, registry, plan.cache_repository, digest_of(refs[kind]), sink=file_sink(target)))
+        files = read_wheels_image(plan, registry, refs[kind], target, log)
         names += [f"{sub}/{f.name}" for f in files]
         log(f"{v.name} {kind}: {', '.join(f.name for f in files)} (verified) for the wheels test")
     return names

@@ -36,7 +36,7 @@ from rocm_release.adapters.wheels_alias import (
     restore_aliases_of,
     withdraw_aliases_of,
 )
-from rocm_release.adapters.wheels_image import LabelledBlobSource, file_sink, read_labelled_dist
+from rocm_release.adapters.wheels_image import DistFile, LabelledBlobSource, file_sink, read_labelled_dist
 from rocm_release.adapters.wheels_publish import (
     NotPublished,
     PublishedFile,
@@ -302,6 +302,15 @@ def _files_linked(folder: StorePath, url: str, links: Iterable[PublishedLink],
     return files
 
 
+def read_wheels_image(plan: ReleasePlan, registry: LabelledBlobSource, ref: str, folder: Path,
+                      log: Log) -> list[DistFile]:
+    """/dist of a wheels image in the cache into ``folder``, checked against its sums label too. One read,
+    retried whole through outages: each file is rewritten from its start."""
+    retrying = plan.config.retry.retrying(log)
+    return retrying(f"read of /dist of {ref}", partial(
+        read_labelled_dist, registry, plan.cache_repository, digest_of(ref), sink=file_sink(folder)))
+
+
 def _wheels_of(plan: ReleasePlan, v: VariantPlan, registry: LabelledBlobSource, ref: str, folder: Path,
                log: Log) -> list[Path]:
     """/dist of a wheels image, read and verified, re-tagged for the variant's platform and checked against it
@@ -309,11 +318,7 @@ def _wheels_of(plan: ReleasePlan, v: VariantPlan, registry: LabelledBlobSource, 
     raw, tagged = folder / "raw", folder / "tagged"
     raw.mkdir(parents=True)
     tagged.mkdir()
-    retrying = plan.config.retry.retrying(log)
-    # One read of the image's /dist (checked against its sums label too), retried whole: each file is
-    # rewritten from its start.
-    files = retrying(f"read of /dist of {ref}", partial(
-        read_labelled_dist, registry, plan.cache_repository, digest_of(ref), sink=file_sink(raw)))
+    files = read_wheels_image(plan, registry, ref, raw, log)
     log(f"{v.name} {ref}: verified {', '.join(f.name for f in files)}")
     wheels = [retag_platform(p, v.variant.platform_tag, tagged) for p in sorted(raw.glob("*.whl"))]
     for wheel in wheels:

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from rocm_release.core.config import ReleaseConfig
-from rocm_release.core.decision import Observation, PathDecision
+from rocm_release.core.decision import Observation, PathDecision, current_refs
 from rocm_release.core.errors import HandOffError
 from rocm_release.core.params import ParamsError, ReleaseParams, parse_params
 from rocm_release.core.plan import ReleasePlan, RunKind
@@ -118,6 +118,11 @@ def decision_from_xcom(context: Any, variant: str) -> PathDecision:
 def built_refs(context: Any, variant: str) -> list[dict[str, str] | None]:
     """The refs each build (or the reuse) of a variant handed on, in build order (None: did not run)."""
     return [_pull(context, in_group(variant, task)) for task in IMAGE_PRODUCERS]
+
+
+def current_variant_refs(context: Any, plan: ReleasePlan, variant: str) -> dict[str, str]:
+    """The pinned refs of a variant's four images: built in this run over observed."""
+    return current_refs(plan, decision_from_xcom(context, variant), built_refs(context, variant))
 
 
 def variant_results(context: Any, variant: str) -> VariantResults:

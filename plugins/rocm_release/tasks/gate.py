@@ -53,10 +53,10 @@ def _plan_and_variant(context: Any, variant: str) -> tuple[ReleasePlan, VariantP
 
 
 def _refs(context: Any, plan: ReleasePlan, variant: str) -> dict[str, str]:
-    from rocm_release.core.decision import current_refs
-    from rocm_release.tasks.context import built_refs, decision_from_xcom
+    """The pinned refs of a variant's four images (``tasks.context.current_variant_refs``)."""
+    from rocm_release.tasks.context import current_variant_refs
 
-    return current_refs(plan, decision_from_xcom(context, variant), built_refs(context, variant))
+    return current_variant_refs(context, plan, variant)
 
 
 class _GateOperator(BaseOperator):

@@ -129,11 +129,10 @@ class _Timed(BaseOperator):
 
 
 def _refs(context: Any, plan: ReleasePlan, variant: str) -> dict[str, str]:
-    """The pinned refs of a variant's four images: built in this run over observed."""
-    from rocm_release.core.decision import current_refs
-    from rocm_release.tasks.context import built_refs, decision_from_xcom
+    """The pinned refs of a variant's four images (``tasks.context.current_variant_refs``)."""
+    from rocm_release.tasks.context import current_variant_refs
 
-    return current_refs(plan, decision_from_xcom(context, variant), built_refs(context, variant))
+    return current_variant_refs(context, plan, variant)
 
 
 class BuildImageOperator(_Timed):
